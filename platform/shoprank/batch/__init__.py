@@ -1,0 +1,1 @@
+"""Ray Data building blocks shared by batch jobs (index building, campaign scoring)."""

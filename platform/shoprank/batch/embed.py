@@ -1,0 +1,64 @@
+"""ItemEmbedder: a Ray Data ``map_batches`` callable that embeds catalogue rows.
+
+Used with an actor pool so the model loads once per actor::
+
+    ds.map_batches(ItemEmbedder, fn_constructor_kwargs={"checkpoint": ck}, batch_format="pyarrow",
+                   batch_size=256, compute=ray.data.ActorPoolStrategy(size=2))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from shoprank.model.checkpoint import load_model
+from shoprank.model.text import item_text
+
+
+def _column(batch: pa.Table, name: str) -> list:
+    return batch.column(name).to_pylist() if name in batch.column_names else [None] * batch.num_rows
+
+
+def batch_texts(batch: pa.Table) -> list[str]:
+    """Item texts for every row of an Arrow batch with canonical catalogue columns."""
+    return [
+        item_text(t, d, c)
+        for t, d, c in zip(
+            _column(batch, "title"), _column(batch, "description"), _column(batch, "category_path"), strict=True
+        )
+    ]
+
+
+def embedding_column(emb: np.ndarray) -> pa.FixedSizeListArray:
+    """[N, d] float32 -> Arrow fixed-size-list column (zero copy)."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+
+
+def embeddings_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    """Arrow fixed-size-list (or list) column -> [N, d] float32."""
+    col = table.column(column).combine_chunks()
+    if isinstance(col.type, pa.FixedSizeListType):
+        return col.values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size).astype(np.float32)
+    return np.asarray(col.to_pylist(), dtype=np.float32)
+
+
+class ItemEmbedder:
+    """Loads the model once (checkpoint, or pretrained ``encoder``) and embeds each batch."""
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        encoder: str = "minilm",
+        device: str | None = None,
+        inner_batch_size: int = 64,
+    ) -> None:
+        import torch
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.manifest = load_model(checkpoint, encoder=encoder, device=device)
+        self.inner_batch_size = inner_batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        emb = self.model.embed(batch_texts(batch), batch_size=self.inner_batch_size)
+        return batch.append_column("embedding", embedding_column(emb))

@@ -1,0 +1,1 @@
+"""Data layer: canonical Polars frames, loaders for real formats, validation, synthetic data."""

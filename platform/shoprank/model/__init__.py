@@ -1,0 +1,13 @@
+"""The multi-task model: a shared MiniLM text encoder plus switchable task heads."""
+
+from shoprank.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from shoprank.model.multitask import TASKS, ModelConfig, MultiTaskModel
+
+__all__ = [
+    "TASKS",
+    "ModelConfig",
+    "MultiTaskModel",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]

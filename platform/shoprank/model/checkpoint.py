@@ -1,0 +1,144 @@
+"""Checkpoints: ``model.safetensors`` + ``manifest.json``. Never pickles, never unpickles.
+
+The manifest records the model config, label maps, which tasks were fine-tuned, data
+fingerprints, metrics and the code version, plus the SHA-256 of the weights file so a
+corrupt or swapped file is refused before it is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from safetensors.torch import load_file, save_file
+
+import shoprank
+from shoprank.errors import CheckpointError
+from shoprank.model.multitask import ModelConfig, MultiTaskModel
+
+FORMAT = "shoprank-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    model: MultiTaskModel,
+    directory: str | Path,
+    *,
+    trained_tasks: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write weights then manifest (each atomically); the manifest is the commit point."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS}.", suffix=".tmp")
+    os.close(fd)
+    save_file(state, tmp)
+    os.replace(tmp, directory / WEIGHTS)
+    tasks = sorted(trained_tasks if trained_tasks is not None else model.trained_tasks)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": model.config.model_dump(),
+        "label_maps": model.label_maps,
+        "trained_tasks": tasks,
+        "weights_sha256": sha256_file(directory / WEIGHTS),
+        "code_version": shoprank.__version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+    return directory
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """Parse and check a checkpoint's manifest; raise CheckpointError naming the problem."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not a shoprank checkpoint (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: manifest is not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a shoprank checkpoint manifest (format != {FORMAT!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
+    return manifest
+
+
+def model_version(manifest: dict[str, Any] | None) -> str:
+    """A short, stable version name: weights hash prefix, or ``pretrained-<encoder>``."""
+    if manifest is None:
+        return "pretrained-minilm"
+    return f"{manifest['model_config'].get('encoder', 'model')}-{manifest['weights_sha256'][:12]}"
+
+
+def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTaskModel, dict[str, Any]]:
+    """Build the model from the manifest and load its safetensors weights (strictly)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    weights = directory / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS}")
+    if sha256_file(weights) != manifest.get("weights_sha256"):
+        raise CheckpointError(f"{weights}: checksum does not match the manifest (corrupt or replaced)")
+    try:
+        config = ModelConfig.model_validate(manifest["model_config"])
+    except (KeyError, ValidationError) as e:
+        raise CheckpointError(f"{directory / MANIFEST}: bad model_config ({e})") from e
+    model = MultiTaskModel(config, manifest.get("label_maps") or {})
+    try:
+        state = load_file(str(weights), device=device)
+        model.load_state_dict(state, strict=True)
+    except Exception as e:  # safetensors header errors, shape/key mismatches
+        raise CheckpointError(f"{weights}: weights do not fit the manifest's model ({e})") from e
+    model.trained_tasks = set(manifest.get("trained_tasks", []))
+    model.to(device).eval()
+    return model, manifest
+
+
+def load_model(
+    checkpoint: str | Path | None = None,
+    *,
+    encoder: str = "minilm",
+    device: str = "cpu",
+    tasks: list[str] | None = None,
+) -> tuple[MultiTaskModel, dict[str, Any] | None]:
+    """A checkpoint's model, or (when ``checkpoint`` is None) the pretrained encoder alone.
+
+    A pretrained-only model has no trained heads: scoring reports every head as zero-shot.
+    """
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, device)
+    config = ModelConfig(encoder=encoder, tasks=tasks or ["retrieval", "relevance", "click"])  # type: ignore[arg-type]
+    model = MultiTaskModel(config, {})
+    model.to(device).eval()
+    return model, None

@@ -1,0 +1,168 @@
+"""MultiTaskModel: shared encoder, item/query classifiers and a pairwise ranker.
+
+Tasks (each switchable in ``ModelConfig.tasks``):
+
+- ``intent``    query embedding -> intent class logits
+- ``retrieval`` in-batch contrastive on (query, item) cosine with a learned temperature
+- ``relevance`` pair -> graded relevance (regression)
+- ``click``     pair -> click logit
+- ``category``  item embedding -> category class logits
+- ``season``    item embedding -> season class logits
+- ``demand``    (item, month) -> monthly demand share (regression)
+
+The pairwise tasks share one input ``[q, i, q*i, |q-i|, item numerics, month]`` and sit on a
+shared bottom MLP or an MMoE (experts + one softmax gate per task).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from shoprank.model.encoder import EncoderName, TextEncoder
+from shoprank.model.features import NUM_ITEM_FEATURES, NUM_MONTH_FEATURES
+
+TASKS: tuple[str, ...] = ("intent", "retrieval", "relevance", "click", "category", "season", "demand")
+PAIR_TASKS: tuple[str, ...] = ("relevance", "click", "demand")
+CLASS_TASKS: tuple[str, ...] = ("intent", "category", "season")
+
+
+class ModelConfig(BaseModel):
+    """Architecture of the multi-task model (validated; unknown fields are rejected)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: EncoderName = "minilm"
+    max_length: int = Field(48, ge=8, le=256)
+    tasks: list[str] = Field(default_factory=lambda: list(TASKS))
+    architecture: Literal["shared_bottom", "mmoe"] = "shared_bottom"
+    hidden: int = Field(128, ge=8, le=4096)
+    num_experts: int = Field(4, ge=1, le=32)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    freeze_layers: int = Field(0, ge=0, le=12)
+    seed: int = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        if not v:
+            raise ValueError("at least one task is required")
+        return [t for t in TASKS if t in v]
+
+
+def _mlp(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Dropout(dropout))
+
+
+class SharedBottom(nn.Module):
+    """One MLP shared by every pairwise task."""
+
+    def __init__(self, d_in: int, hidden: int, tasks: list[str], dropout: float) -> None:
+        super().__init__()
+        self.bottom = nn.Sequential(_mlp(d_in, hidden, dropout), _mlp(hidden, hidden, dropout))
+        self.tasks = tasks
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.bottom(x)
+        return {t: h for t in self.tasks}
+
+
+class MMoE(nn.Module):
+    """Multi-gate mixture of experts (Ma et al. 2018): experts shared, one gate per task."""
+
+    def __init__(self, d_in: int, hidden: int, tasks: list[str], num_experts: int, dropout: float) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(
+            nn.Sequential(_mlp(d_in, hidden, dropout), _mlp(hidden, hidden, dropout)) for _ in range(num_experts)
+        )
+        self.gates = nn.ModuleDict({t: nn.Linear(d_in, num_experts) for t in tasks})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        expert_out = torch.stack([e(x) for e in self.experts], dim=1)  # [B, E, H]
+        return {
+            t: (torch.softmax(gate(x), dim=-1).unsqueeze(-1) * expert_out).sum(1) for t, gate in self.gates.items()
+        }
+
+
+class MultiTaskModel(nn.Module):
+    """Encoder + task heads. Label maps give the class names of the classification tasks."""
+
+    def __init__(self, config: ModelConfig, label_maps: dict[str, list[str]] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.label_maps: dict[str, list[str]] = dict(label_maps or {})
+        self.trained_tasks: set[str] = set()  # filled from a checkpoint's manifest
+        torch.manual_seed(config.seed)
+        self.encoder = TextEncoder(config.encoder, config.max_length, config.seed)
+        self.encoder.freeze_lower_layers(config.freeze_layers)
+        d = self.encoder.dim
+        self.classifiers = nn.ModuleDict()
+        for task in CLASS_TASKS:
+            if task in config.tasks and self.label_maps.get(task):
+                self.classifiers[task] = nn.Linear(d, len(self.label_maps[task]))
+        if "retrieval" in config.tasks:
+            self.logit_scale = nn.Parameter(torch.tensor(float(np.log(20.0))))
+        pair_tasks = [t for t in PAIR_TASKS if t in config.tasks]
+        self.pair_tasks = pair_tasks
+        if pair_tasks:
+            d_in = 4 * d + NUM_ITEM_FEATURES + NUM_MONTH_FEATURES
+            if config.architecture == "mmoe":
+                self.mixer: nn.Module = MMoE(d_in, config.hidden, pair_tasks, config.num_experts, config.dropout)
+            else:
+                self.mixer = SharedBottom(d_in, config.hidden, pair_tasks, config.dropout)
+            self.towers = nn.ModuleDict({t: nn.Linear(config.hidden, 1) for t in pair_tasks})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- encoding -------------------------------------------------------------------------
+    def encode_batch(self, texts: list[str]) -> torch.Tensor:
+        """Embeddings with gradients (training)."""
+        return self.encoder(**self.encoder.tokenize(texts, self.device))
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-length float32 embeddings [N, dim] for inference (no gradients)."""
+        was_training = self.training
+        self.eval()
+        out = [self.encode_batch(list(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)]
+        self.train(was_training)
+        if not out:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    # -- heads ----------------------------------------------------------------------------
+    def class_logits(self, task: str, emb: torch.Tensor) -> torch.Tensor:
+        """Logits of a classification task (``intent`` on queries, ``category``/``season`` on items)."""
+        return self.classifiers[task](emb)
+
+    def pair_outputs(
+        self, q: torch.Tensor, i: torch.Tensor, item_num: torch.Tensor, month: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Raw pairwise outputs [B] per task: relevance value, click logit, demand value.
+
+        ``q`` may be [B, d] or [d] (broadcast to every item); pass zeros for item-only tasks.
+        """
+        if q.dim() == 1:
+            q = q.unsqueeze(0).expand_as(i)
+        x = torch.cat([q, i, q * i, (q - i).abs(), item_num, month], dim=-1)
+        hidden = self.mixer(x)
+        return {t: self.towers[t](hidden[t]).squeeze(-1) for t in self.pair_tasks}
+
+    def has_head(self, task: str) -> bool:
+        """Whether the model has this task's head at all (trained or not)."""
+        if task in CLASS_TASKS:
+            return task in self.classifiers
+        return task in self.config.tasks
+
+    def is_trained(self, task: str) -> bool:
+        """Whether this head was fine-tuned (false for a pretrained-only model)."""
+        return task in self.trained_tasks and self.has_head(task)

@@ -1,0 +1,86 @@
+"""Inference helpers shared by serving, campaign scoring and evaluation.
+
+Every function takes and returns NumPy arrays, runs one batched forward pass, and falls
+back to zero-shot text similarity for any head the model was not fine-tuned on; the
+returned ``zero_shot`` set says which scores those are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from shoprank.model.features import month_features
+from shoprank.model.multitask import MultiTaskModel
+
+
+@dataclass
+class PairScores:
+    """Per-task scores for N (query, item) pairs, each an array of shape [N] in 0..1."""
+
+    scores: dict[str, np.ndarray]
+    zero_shot: set[str] = field(default_factory=set)
+
+
+def _tensor(a: np.ndarray, model: MultiTaskModel) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=model.device)
+
+
+@torch.inference_mode()
+def score_pairs(
+    model: MultiTaskModel,
+    query_emb: np.ndarray,
+    item_emb: np.ndarray,
+    item_num: np.ndarray,
+    month: int | np.ndarray = 0,
+) -> PairScores:
+    """Score items against one query ([d]) or row-aligned queries ([N, d]).
+
+    Returns ``similarity`` always, and ``relevance``, ``click``, ``demand`` where the model
+    has those heads; untrained relevance/click heads fall back to cosine similarity.
+    """
+    model.eval()
+    n = item_emb.shape[0]
+    q = _tensor(query_emb, model)
+    i = _tensor(item_emb, model)
+    sim = (i @ q) if q.dim() == 1 else (i * q).sum(-1)
+    similarity = sim.clamp(-1.0, 1.0).cpu().numpy()
+    out: dict[str, np.ndarray] = {"similarity": similarity}
+    zero_shot: set[str] = set()
+    if model.pair_tasks and n:
+        raw = model.pair_outputs(q, i, _tensor(item_num, model), _tensor(month_features(month, n), model))
+        for task, value in raw.items():
+            if not model.is_trained(task):
+                continue
+            if task == "click":
+                out[task] = torch.sigmoid(value).cpu().numpy()
+            else:
+                out[task] = value.clamp(0.0, 1.0).cpu().numpy()
+    for task in ("relevance", "click"):
+        if task not in out:
+            out[task] = similarity.clip(0.0, 1.0)
+            zero_shot.add(task)
+    return PairScores(out, zero_shot)
+
+
+@torch.inference_mode()
+def class_probs(model: MultiTaskModel, task: str, emb: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
+    """Softmax probabilities [N, C] and class names of a trained classification head, else None."""
+    if not model.is_trained(task):
+        return None
+    model.eval()
+    logits = model.class_logits(task, _tensor(emb, model))
+    return torch.softmax(logits, dim=-1).cpu().numpy(), list(model.label_maps[task])
+
+
+def zero_shot_class_probs(
+    model: MultiTaskModel, emb: np.ndarray, class_texts: list[str], temperature: float = 0.05
+) -> np.ndarray:
+    """Zero-shot class probabilities [N, C]: softmax of cosine to each class's description."""
+    protos = model.embed(class_texts)
+    logits = (emb @ protos.T) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
