@@ -1,0 +1,94 @@
+"""The Serve application: ``build_app(args)`` builds the deployment graph behind the gRPC ingress.
+
+``serve run deployments.serve_config.yaml`` / ``serve deploy`` use it through the config's
+``import_path: deployments.app:build_app``; ``shoprank serve`` calls it directly.
+
+Rolling out a new index (or model) version: build the artefact to a new directory, then
+``serve.run(build_app({... "index_dir": NEW ...}))`` (or ``serve deploy`` the edited YAML).
+Serve starts replicas with the new arguments before it drains the old ones, so requests keep
+flowing, and every response names the ``index_version`` and ``model_version`` that served it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+from shoprank.retrieval.artefact import read_index_manifest
+from shoprank.serving.config import ServingConfig
+from shoprank.serving.pipeline import check_versions_manifest
+
+from deployments.ingress import SearchIngress
+from deployments.intent import QueryIntent
+from deployments.ranker import MultiTaskRanker
+from deployments.retriever import CandidateRetriever
+
+# The import paths Serve's gRPC proxy needs (gRPCOptions.grpc_servicer_functions).
+GRPC_SERVICER_FUNCTIONS = [
+    "shoprank.serving.protos.add_search_service",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+    "shoprank.serving.auth.add_tls_port",
+]
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application (the ``args:`` block of serve_config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index_dir: str
+    checkpoint: str | None = None
+    encoder: str = "minilm"
+    token: str | None = None
+    token_env: str | None = "SHOPRANK_TOKEN"
+    serving: dict[str, Any] = Field(default_factory=dict)  # ServingConfig fields
+    ranker_num_gpus: float = 0.0
+    ranker_num_cpus: float = 0.5
+    intent_num_cpus: float = 0.5
+    retriever_num_cpus: float = 0.25
+    ingress_num_cpus: float = 0.25
+    ranker_device: str | None = None
+    torch_threads: int | None = None
+    strict_versions: bool = True
+    ingress_max_ongoing_requests: int | None = None
+    ingress_max_queued_requests: int | None = None
+
+
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _actor_options(**opts: Any) -> dict[str, Any]:
+    """Replica options. ``deployments`` lives at the repository root, outside the installed
+    ``shoprank`` package, so replicas get the root on PYTHONPATH (the same path on every node,
+    as the cluster's setup commands install the project there)."""
+    import os
+
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    return {**opts, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The deployment graph for ``args`` (validated; unknown keys are rejected)."""
+    a = AppArgs.model_validate(args)
+    cfg = ServingConfig.model_validate(a.serving)
+    check_versions_manifest(a.checkpoint, a.encoder, read_index_manifest(a.index_dir), a.index_dir, a.strict_versions)
+    batch = {"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s}
+    intent = QueryIntent.options(ray_actor_options=_actor_options(num_cpus=a.intent_num_cpus)).bind(
+        a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads, **batch
+    )
+    retriever = CandidateRetriever.options(ray_actor_options=_actor_options(num_cpus=a.retriever_num_cpus)).bind(
+        a.index_dir, cfg.model_dump(), **batch
+    )
+    ranker_opts = _actor_options(num_cpus=a.ranker_num_cpus, num_gpus=a.ranker_num_gpus)
+    ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts).bind(
+        a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, None,
+        torch_threads=a.torch_threads, device=a.ranker_device, **batch,
+    )  # fmt: skip
+    ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(num_cpus=a.ingress_num_cpus)}
+    if a.ingress_max_ongoing_requests is not None:
+        ingress_opts["max_ongoing_requests"] = a.ingress_max_ongoing_requests
+    if a.ingress_max_queued_requests is not None:
+        ingress_opts["max_queued_requests"] = a.ingress_max_queued_requests
+    return SearchIngress.options(**ingress_opts).bind(intent, retriever, ranker, cfg.model_dump(), a.token, a.token_env)

@@ -1,0 +1,48 @@
+"""QueryIntent: encodes the query once (batched across concurrent requests) and detects intent."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from ray import serve
+from shoprank.retrieval.artefact import read_index_manifest
+from shoprank.serving.pipeline import IntentResult, QueryEncoder, load_serving_model
+
+from deployments._common import BatchStats, set_torch_threads
+
+
+@serve.deployment(name="QueryIntent", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+class QueryIntent:
+    def __init__(
+        self,
+        index_dir: str,
+        checkpoint: str | None = None,
+        encoder: str = "minilm",
+        max_batch_size: int = 16,
+        batch_wait_timeout_s: float = 0.0,
+        torch_threads: int | None = None,
+    ) -> None:
+        set_torch_threads(torch_threads)
+        model, _manifest, version = load_serving_model(checkpoint, encoder)
+        categories = read_index_manifest(index_dir).get("categories", [])
+        self.encoder = QueryEncoder(model, version, categories)
+        self.encoder([" warm up "])
+        self.stats = BatchStats()
+        self.encode_batch.set_max_batch_size(max_batch_size)
+        self.encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def encode_batch(self, texts: list[str]) -> list[tuple[np.ndarray, IntentResult, int, float]]:
+        t0 = time.perf_counter()
+        emb, intents = self.encoder(texts)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.stats.record(len(texts))
+        return [(emb[i], intents[i], len(texts), ms) for i in range(len(texts))]
+
+    async def __call__(self, text: str) -> tuple[np.ndarray, IntentResult, int, float]:
+        """(query embedding [d], intent, batch size, encode ms)."""
+        return await self.encode_batch(text)
+
+    def batch_stats(self) -> dict[str, object]:
+        return self.stats.summary()

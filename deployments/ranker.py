@@ -1,0 +1,57 @@
+"""MultiTaskRanker: every head over the candidates of many requests in one batched forward pass.
+
+``@serve.batch`` gathers concurrent requests; the scoring backend is pluggable
+(``backend="inprocess"`` runs the model here, on the GPU when the replica has one:
+set ``ray_actor_options.num_gpus`` in serve_config.yaml or ``ranker_num_gpus`` in the app args).
+"""
+
+from __future__ import annotations
+
+from ray import serve
+from shoprank.retrieval.artefact import load_artefact
+from shoprank.serving.pipeline import RankedList, Ranker, RankJob, load_serving_model
+
+from deployments._common import BatchStats, set_torch_threads
+
+
+@serve.deployment(name="MultiTaskRanker", ray_actor_options={"num_cpus": 0.5, "num_gpus": 0}, max_ongoing_requests=64)
+class MultiTaskRanker:
+    def __init__(
+        self,
+        index_dir: str,
+        checkpoint: str | None = None,
+        encoder: str = "minilm",
+        backend: str = "inprocess",
+        backend_options: dict | None = None,
+        max_batch_size: int = 16,
+        batch_wait_timeout_s: float = 0.0,
+        torch_threads: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        set_torch_threads(torch_threads)
+        model, _manifest, version = load_serving_model(checkpoint, encoder, device)
+        self.device = str(model.device)
+        self.ranker = Ranker(model, version, backend, **(backend_options or {}))
+        self.ranker.add_artefact(load_artefact(index_dir))
+        self.stats = BatchStats()
+        self.rank.set_max_batch_size(max_batch_size)
+        self.rank.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def rank(self, jobs: list[RankJob]) -> list[RankedList]:
+        self.stats.record(len(jobs))
+        return self.ranker.rank_batch(jobs)
+
+    async def __call__(self, job: RankJob) -> RankedList:
+        return await self.rank(job)
+
+    def info(self) -> dict[str, object]:
+        return {
+            "model_version": self.ranker.model_version,
+            "index_version": self.ranker.current_version,
+            "device": self.device,
+            "backend": self.ranker.backend.name,
+        }
+
+    def batch_stats(self) -> dict[str, object]:
+        return self.stats.summary()

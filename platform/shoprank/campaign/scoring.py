@@ -1,0 +1,301 @@
+"""CampaignScorer: the per-batch Ray Data callable that scores catalogue rows for a campaign.
+
+Used on an actor pool so the model loads once per actor::
+
+    ds.map_batches(CampaignScorer, fn_constructor_kwargs={"spec": spec.model_dump(mode="json")},
+                   batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=2))
+
+Per item it computes, each in 0..1:
+
+- ``theme_relevance``: the best theme's relevance (trained relevance head via ``score_pairs``,
+  else zero-shot cosine of item to theme embeddings); ``best_theme`` names that theme;
+- ``season_fit``: probability mass on the campaign window's seasons (trained season head via
+  ``class_probs``, else zero-shot similarity to season descriptions);
+- ``demand``: share of the item's yearly demand falling in the campaign months (trained demand
+  head via ``score_pairs`` with each month, else a seasonal prior built from the season
+  probabilities);
+- ``click``: click propensity (trained click head, best theme; else zero-shot: mean of theme
+  similarity and a popularity prior where the catalogue knows popularity);
+- ``score``: the blend-weighted sum of the four.
+
+Encoding minibatches are cut at fixed offsets *within each shard* (``_row // inner_batch_size``),
+so an item's scores never depend on how Ray Data happened to batch the rows: a resumed job
+recomputes exactly the same numbers. Scores are rounded to 6 decimals before they are written.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shoprank.batch.embed import ItemEmbedder, batch_texts
+from shoprank.campaign.spec import MONTH_SEASON, SEASON_MONTHS, CampaignSpec
+from shoprank.model.features import item_numeric_features
+from shoprank.model.scoring import class_probs, score_pairs
+from shoprank.model.text import item_text
+
+SEASON_DESCRIPTIONS: dict[str, str] = {
+    "winter": "warm winter clothing, coats, jackets, sweaters, boots, gloves, scarves, snow, christmas",
+    "spring": "spring clothing, light jackets, rain, flowers, easter, gardening",
+    "summer": "light summer clothing, t-shirts, shorts, sandals, swimwear, beach, sunglasses",
+    "fall": "autumn fall clothing, layers, hoodies, back to school, halloween, harvest",
+}
+SEASONS4 = tuple(SEASON_MONTHS)  # winter, spring, summer, fall
+ALL_SEASON_FIT = 0.5  # an all-season item fits any window half-way
+ZERO_SHOT_TEMPERATURE = 0.05
+SCORE_COLUMNS = ("score", "theme_relevance", "season_fit", "demand", "click")
+MONTH_COLUMNS = tuple(f"demand_m{m:02d}" for m in range(1, 13))
+DECIMALS = 6
+
+
+def popularity_prior(popularity: np.ndarray) -> np.ndarray:
+    """0 for unknown/zero popularity, rising to 1: ``1 - 1/(1 + log1p(pop))``."""
+    pop = np.nan_to_num(np.asarray(popularity, dtype=np.float64), nan=0.0).clip(min=0.0)
+    return 1.0 - 1.0 / (1.0 + np.log1p(pop))
+
+
+def season_month_matrix(labels: list[str]) -> np.ndarray:
+    """[C, 12]: each season class spreads its mass evenly over its months; 'all' over the year."""
+    mat = np.zeros((len(labels), 12), dtype=np.float64)
+    for c, label in enumerate(labels):
+        key = label.strip().lower().replace("autumn", "fall")
+        if key in SEASON_MONTHS:
+            for m in SEASON_MONTHS[key]:
+                mat[c, m - 1] = 1.0 / len(SEASON_MONTHS[key])
+        else:  # "all" or anything unknown: no seasonality
+            mat[c, :] = 1.0 / 12.0
+    return mat
+
+
+def segment_values(batch: pa.Table, spec: CampaignSpec) -> list[str]:
+    """The segment of every row for segment kinds that need no model (category, season, locale, column)."""
+    n = batch.num_rows
+    seg = spec.segments
+    if seg is None:
+        return ["all"] * n
+
+    def col(name: str) -> list[Any]:
+        return batch.column(name).to_pylist() if name in batch.column_names else [None] * n
+
+    if seg.by == "category":
+        out = []
+        for path in col("category_path"):
+            parts = [p.strip() for p in (path or "").split(">") if p.strip()]
+            out.append(" > ".join(parts[: seg.level]) if parts else "unknown")
+        return out
+    if seg.by == "season":
+        return [(s or "unknown").lower() for s in col("season")]
+    if seg.by == "locale":
+        if "locale" in batch.column_names:
+            return [str(v) if v not in (None, "") else "unknown" for v in col("locale")]
+        out = []
+        for attrs in col("attributes"):
+            try:
+                value = json.loads(attrs or "{}").get("locale")
+            except (json.JSONDecodeError, AttributeError):
+                value = None
+            out.append(str(value) if value else "unknown")
+        return out
+    if seg.by == "column":
+        return [str(v) if v not in (None, "") else "unknown" for v in col(seg.column or "")]
+    raise ValueError(f"segments.by={seg.by!r} needs the model")
+
+
+class CampaignScorer(ItemEmbedder):
+    """Loads the model once per actor, then scores every ``ok`` row of each Arrow batch."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        checkpoint: str | None = None,
+        encoder: str = "minilm",
+        device: str | None = None,
+        inner_batch_size: int = 64,
+        num_threads: int | None = None,
+    ) -> None:
+        import torch
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        super().__init__(checkpoint=checkpoint, encoder=encoder, device=device, inner_batch_size=inner_batch_size)
+        self.spec = CampaignSpec.model_validate(spec)
+        self.themes = self.spec.theme_texts()
+        self.theme_emb = self.model.embed(self.themes)
+        self.blend = self.spec.blend.normalised()
+        self.window = np.array(self.spec.window)
+        self.dim = self.theme_emb.shape[1]
+        self.zero_shot = zero_shot_scores(self.model)
+        # Season classes: trained head's label map, or the four zero-shot descriptions.
+        if "season_fit" in self.zero_shot:
+            self.season_labels = list(SEASONS4)
+            self.season_protos = self.model.embed([SEASON_DESCRIPTIONS[s] for s in SEASONS4])
+        else:
+            self.season_labels = list(self.model.label_maps["season"])
+            self.season_protos = None
+        weights = self.spec.season_weights()
+        self.season_target = np.array(
+            [
+                weights.get(lbl.strip().lower().replace("autumn", "fall"), ALL_SEASON_FIT if lbl.lower() == "all" else 0)
+                for lbl in self.season_labels
+            ]
+        )
+        # For "all" classes the fit is a constant, not a window share.
+        self.season_month = season_month_matrix(self.season_labels)
+        seg = self.spec.segments
+        self.intent_labels: list[str] | None = None
+        self.intent_protos: np.ndarray | None = None
+        if seg is not None and seg.by == "intent":
+            if seg.values:
+                self.intent_labels = list(seg.values)
+                self.intent_protos = self.model.embed(self.intent_labels)
+            elif self.model.is_trained("intent"):
+                self.intent_labels = list(self.model.label_maps["intent"])
+            else:
+                raise ValueError("segments.values: required for by=intent when the model has no trained intent head")
+
+    # -- per-chunk scoring -----------------------------------------------------------------
+    def _season_probs(self, emb: np.ndarray) -> np.ndarray:
+        if self.season_protos is None:
+            probs = class_probs(self.model, "season", emb)
+            assert probs is not None
+            return probs[0].astype(np.float64)
+        logits = (emb @ self.season_protos.T).astype(np.float64) / ZERO_SHOT_TEMPERATURE
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def _intent(self, emb: np.ndarray) -> list[str]:
+        assert self.intent_labels is not None
+        if self.intent_protos is not None:
+            idx = (emb @ self.intent_protos.T).argmax(axis=1)
+        else:
+            probs = class_probs(self.model, "intent", emb)
+            assert probs is not None
+            idx = probs[0].argmax(axis=1)
+        return [self.intent_labels[i] for i in idx]
+
+    def score_chunk(self, texts: list[str], item_num: np.ndarray, popularity: np.ndarray) -> dict[str, Any]:
+        """Every score for one encoding minibatch of items."""
+        emb = self.model.embed(texts, batch_size=max(1, len(texts)))
+        n = emb.shape[0]
+        rel = np.zeros((len(self.themes), n))
+        clk = np.zeros((len(self.themes), n))
+        sim = np.zeros((len(self.themes), n))
+        for t in range(len(self.themes)):
+            ps = score_pairs(self.model, self.theme_emb[t], emb, item_num, 0)
+            rel[t] = ps.scores["relevance"]
+            clk[t] = ps.scores["click"]
+            sim[t] = ps.scores["similarity"]
+        best = rel.argmax(axis=0)
+        cols = np.arange(n)
+        theme_rel = rel[best, cols]
+        if "click" in self.zero_shot:
+            prior = popularity_prior(popularity)
+            known = np.nan_to_num(popularity, nan=0.0) > 0
+            theme_sim = sim.max(axis=0).clip(0.0, 1.0)
+            click = np.where(known, 0.5 * theme_sim + 0.5 * prior, theme_sim)
+        else:
+            click = clk[best, cols]
+        sp = self._season_probs(emb)
+        season_fit = (sp * self.season_target[None, :]).sum(axis=1).clip(0.0, 1.0)
+        if "demand" in self.zero_shot:
+            monthly = sp @ self.season_month  # [n, 12], each row sums to 1
+        else:
+            zeros = np.zeros(self.dim, dtype=np.float32)
+            monthly = np.stack(
+                [score_pairs(self.model, zeros, emb, item_num, m).scores["demand"] for m in range(1, 13)], axis=1
+            ).astype(np.float64)
+        demand = monthly[:, self.window - 1].sum(axis=1).clip(0.0, 1.0)
+        b = self.blend
+        score = b["theme"] * theme_rel + b["season"] * season_fit + b["demand"] * demand + b["click"] * click
+        out: dict[str, Any] = {
+            "score": score,
+            "theme_relevance": theme_rel,
+            "season_fit": season_fit,
+            "demand": demand,
+            "click": click,
+            "best_theme": [self.themes[i] for i in best],
+            "monthly": monthly,
+        }
+        if self.intent_labels is not None:
+            out["segment"] = self._intent(emb)
+        return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        status = batch.column("_status").to_pylist()
+        shard = batch.column("_shard").to_numpy()
+        row = batch.column("_row").to_numpy()
+        ok_idx = [i for i in range(n) if status[i] == "ok"]
+        scores = {c: np.full(n, np.nan) for c in SCORE_COLUMNS}
+        monthly = np.full((n, 12), np.nan)
+        best_theme: list[str | None] = [None] * n
+        seg_model: list[str | None] = [None] * n
+        if ok_idx:
+            ok = batch.take(pa.array(ok_idx, type=pa.int64()))
+            texts = batch_texts(ok)
+            num = item_numeric_features(
+                ok.column("price").to_numpy(zero_copy_only=False),
+                ok.column("rating").to_numpy(zero_copy_only=False),
+                ok.column("popularity").to_numpy(zero_copy_only=False),
+            )
+            pop = ok.column("popularity").to_numpy(zero_copy_only=False).astype(np.float64)
+            # Group ok rows into shard-aligned chunks so batching by Ray Data never changes a score.
+            keys = [(int(shard[i]), int(row[i]) // self.inner_batch_size) for i in ok_idx]
+            groups: dict[tuple[int, int], list[int]] = {}
+            for j, key in enumerate(keys):
+                groups.setdefault(key, []).append(j)
+            for js in groups.values():
+                res = self.score_chunk([texts[j] for j in js], num[js], pop[js])
+                for j, k in enumerate(js):
+                    i = ok_idx[k]
+                    for c in SCORE_COLUMNS:
+                        scores[c][i] = res[c][j]
+                    monthly[i] = res["monthly"][j]
+                    best_theme[i] = res["best_theme"][j]
+                    if "segment" in res:
+                        seg_model[i] = res["segment"][j]
+        if self.intent_labels is not None:
+            segments = seg_model
+        else:
+            segments = segment_values(batch, self.spec)
+        keep = ["_shard", "_row", "_status", "item_id", "title", "category_path", "price"]
+        out = batch.select([c for c in keep if c in batch.column_names])
+        out = out.append_column("segment", pa.array(segments, type=pa.string()))
+        for c in SCORE_COLUMNS:
+            out = out.append_column(c, pa.array(np.round(scores[c], DECIMALS), type=pa.float64()))
+        out = out.append_column("best_theme", pa.array(best_theme, type=pa.string()))
+        monthly = np.round(monthly, DECIMALS)
+        for m, c in enumerate(MONTH_COLUMNS):
+            out = out.append_column(c, pa.array(monthly[:, m], type=pa.float64()))
+        return out
+
+
+def zero_shot_scores(model: Any) -> set[str]:
+    """Which campaign scores fall back to zero-shot for this model (none for a fully trained one)."""
+    zs: set[str] = set()
+    if not model.is_trained("relevance"):
+        zs.add("theme_relevance")
+    if not (model.is_trained("season") and model.label_maps.get("season")):
+        zs.add("season_fit")
+    if not model.is_trained("demand"):
+        zs.add("demand")
+    if not model.is_trained("click"):
+        zs.add("click")
+    return zs
+
+
+__all__ = [
+    "MONTH_COLUMNS",
+    "MONTH_SEASON",
+    "SCORE_COLUMNS",
+    "SEASON_DESCRIPTIONS",
+    "CampaignScorer",
+    "item_text",
+    "popularity_prior",
+    "segment_values",
+    "zero_shot_scores",
+]

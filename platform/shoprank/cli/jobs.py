@@ -1,0 +1,63 @@
+"""Submitting shoprank entrypoints as Ray jobs (one implementation for train, tune, campaign)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from shoprank.errors import ShoprankError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", ".pytest_cache", ".ruff_cache"]
+
+
+def _client(address: str):  # noqa: ANN202 - ray.job_submission.JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient
+
+    if not address.startswith(("http://", "https://", "ray://")) and address != "auto":
+        address = f"http://{address}"
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # connection refused, bad URL
+        raise ShoprankError(f"cannot reach the Ray job server at {address}: {e}") from None
+
+
+def submit_job(address: str, entrypoint: str, *, follow: bool = True, working_dir: Path = REPO_ROOT) -> int:
+    """``ray job submit --working-dir . -- ENTRYPOINT``; with ``follow`` stream logs and return its status."""
+    client = _client(address)
+    job_id = client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": RUNTIME_ENV_VARS},
+    )
+    print(f"submitted {job_id}: {entrypoint}")
+    if not follow:
+        return 0
+    return wait_job(address, job_id)
+
+
+def wait_job(address: str, job_id: str, poll_s: float = 2.0) -> int:
+    """Print a job's new log lines until it ends; 0 if it succeeded."""
+    from ray.job_submission import JobStatus
+
+    client = _client(address)
+    shown = 0
+    while True:
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            print(logs[shown:], end="", flush=True)
+            shown = len(logs)
+        status = client.get_job_status(job_id)
+        if status in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            print(f"job {job_id}: {status.value}")
+            return 0 if status == JobStatus.SUCCEEDED else 1
+        time.sleep(poll_s)
+
+
+def job_status(address: str, job_id: str | None = None) -> list[tuple[str, str, str]]:
+    """(job id, status, entrypoint) for one job or all jobs on the cluster."""
+    client = _client(address)
+    if job_id:
+        info = client.get_job_info(job_id)
+        return [(job_id, info.status.value, info.entrypoint)]
+    return [(j.submission_id or j.job_id or "?", j.status.value, j.entrypoint) for j in client.list_jobs()]

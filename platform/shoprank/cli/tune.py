@@ -1,0 +1,50 @@
+"""``shoprank tune``: run or submit a loss-weight sweep (jobs/tune.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from shoprank.errors import ShoprankError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from shoprank.tune.config import load_tune_config
+
+    cfg = load_tune_config(args.config)  # validate before anything starts
+    if args.submit:
+        from shoprank.cli.jobs import submit_job
+
+        cmd = f"python -m jobs.tune --config {args.config}" + (f" --out {args.out}" if args.out else "")
+        return submit_job(args.submit, cmd)
+    from jobs.tune import sweep
+
+    res = sweep(cfg, args.out, address=args.address)
+    if not res.comparison:
+        raise ShoprankError("sweep produced no comparison")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="search task loss weights with Ray Tune (ASHA + Optuna) against equal/uncertainty baselines",
+        description=(
+            "Run a loss-weight sweep: Optuna TPE proposes task weights, ASHA stops weak trials, equal "
+            "weights and learned uncertainty weighting run on the same budget, and the best weights are "
+            "written as a training config. Re-running the same command restores an interrupted sweep."
+        ),
+    )
+    p.add_argument("--config", required=True, help="sweep YAML, e.g. configs/tune.yaml")
+    p.add_argument("--out", default=None, help="output directory (default: <storage_path>/<name> from the YAML)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to run on in this process, e.g. 'auto' for a running `ray start --head` (default: local Ray)",
+    )
+    p.add_argument(
+        "--submit",
+        metavar="DASHBOARD_URL",
+        default=None,
+        help="submit as a Ray job instead (e.g. http://HEAD:8265), uploading this directory as the working dir",
+    )
+    p.set_defaults(func=_run)

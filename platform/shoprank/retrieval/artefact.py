@@ -1,0 +1,250 @@
+"""A versioned index artefact: one directory, written atomically, read without pickle.
+
+Layout::
+
+    DIR/
+      manifest.json     format, index_version, model_version, num_items, dim, categories,
+                        hnsw parameters, SHA-256 of every file (the commit point: written last)
+      embeddings.npy    float32 [num_items, dim], unit rows (read with allow_pickle=False)
+      items.parquet     item_id, title, category_path, price, rating, season, in_stock, popularity
+      hnsw.bin          hnswlib index over the embeddings (only when num_items >= hnsw_threshold)
+
+The whole directory is written under a temporary name next to ``DIR`` and renamed into place,
+so a reader never sees a half-written artefact; an existing ``DIR`` is replaced only after the
+new one is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from shoprank.data.schemas import CATEGORY_SEP
+from shoprank.errors import DataError
+
+FORMAT = "shoprank-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+ITEMS = "items.parquet"
+HNSW = "hnsw.bin"
+ITEM_COLUMNS = ("item_id", "title", "category_path", "price", "rating", "season", "in_stock", "popularity")
+DEFAULT_HNSW_THRESHOLD = 50_000
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def top_categories(category_paths: list[str | None], max_classes: int = 64) -> list[str]:
+    """Distinct top-level categories (the zero-shot intent classes), most frequent first."""
+    counts: dict[str, int] = {}
+    for c in category_paths:
+        if c:
+            top = c.split(CATEGORY_SEP)[0].strip()
+            if top:
+                counts[top] = counts.get(top, 0) + 1
+    return [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:max_classes]
+
+
+def normalise_items(items: pl.DataFrame) -> pl.DataFrame:
+    """The index's item table: canonical columns (missing ones filled), in ITEM_COLUMNS order."""
+    defaults: dict[str, pl.Expr] = {
+        "title": pl.lit("", pl.Utf8),
+        "category_path": pl.lit("", pl.Utf8),
+        "price": pl.lit(None, pl.Float64),
+        "rating": pl.lit(None, pl.Float64),
+        "season": pl.lit(None, pl.Utf8),
+        "in_stock": pl.lit(True, pl.Boolean),
+        "popularity": pl.lit(0.0, pl.Float64),
+    }
+    if "item_id" not in items.columns:
+        raise DataError("catalogue has no item_id column")
+    cols = []
+    for name in ITEM_COLUMNS:
+        if name in items.columns:
+            cols.append(pl.col(name))
+        else:
+            cols.append(defaults[name].alias(name))
+    out = items.select(cols).with_columns(
+        pl.col("item_id").cast(pl.Utf8),
+        pl.col("title").cast(pl.Utf8).fill_null(""),
+        pl.col("category_path").cast(pl.Utf8).fill_null(""),
+        pl.col("price").cast(pl.Float64),
+        pl.col("rating").cast(pl.Float64),
+        pl.col("season").cast(pl.Utf8),
+        pl.col("in_stock").cast(pl.Boolean).fill_null(True),
+        pl.col("popularity").cast(pl.Float64).fill_null(0.0),
+    )
+    return out
+
+
+def make_index_version(embeddings: np.ndarray, item_ids: list[str], model_version: str) -> str:
+    """``idx-<UTC timestamp>-<content hash>``: sortable by time, unique per content."""
+    h = hashlib.sha256()
+    h.update(model_version.encode())
+    h.update("\x1f".join(item_ids).encode())
+    h.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+    return f"idx-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{h.hexdigest()[:10]}"
+
+
+def write_artefact(
+    out_dir: str | Path,
+    items: pl.DataFrame,
+    embeddings: np.ndarray,
+    *,
+    model_version: str,
+    encoder: str = "minilm",
+    hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
+    hnsw_m: int = 32,
+    hnsw_ef_construction: int = 200,
+    num_threads: int = -1,
+    extra: dict[str, Any] | None = None,
+    index_version: str | None = None,
+) -> Path:
+    """Write a complete artefact to ``out_dir`` atomically and return its path."""
+    out_dir = Path(out_dir)
+    items = normalise_items(items)
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != items.height:
+        raise DataError(f"embeddings shape {emb.shape} does not match {items.height} items")
+    if items["item_id"].n_unique() != items.height:
+        raise DataError("catalogue item_id values are not unique")
+    ids = items["item_id"].to_list()
+    version = index_version or make_index_version(emb, ids, model_version)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        np.save(tmp / EMBEDDINGS, emb, allow_pickle=False)
+        items.write_parquet(tmp / ITEMS)
+        hnsw_info: dict[str, Any] | None = None
+        if emb.shape[0] >= hnsw_threshold:
+            from shoprank.retrieval.index import build_hnsw
+
+            index = build_hnsw(emb, m=hnsw_m, ef_construction=hnsw_ef_construction, num_threads=num_threads)
+            index.save_index(str(tmp / HNSW))
+            hnsw_info = {"space": "ip", "M": hnsw_m, "ef_construction": hnsw_ef_construction}
+        files = {name: _sha256(tmp / name) for name in (EMBEDDINGS, ITEMS, HNSW) if (tmp / name).exists()}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "index_version": version,
+            "model_version": model_version,
+            "encoder": encoder,
+            "num_items": int(emb.shape[0]),
+            "dim": int(emb.shape[1]),
+            "categories": top_categories(items["category_path"].to_list()),
+            "hnsw": hnsw_info,
+            "hnsw_threshold": hnsw_threshold,
+            "files": files,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for p in tmp.iterdir():
+            os.chmod(p, 0o644)
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}"
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_index_manifest(index_dir: str | Path) -> dict[str, Any]:
+    """Parse and check an artefact's manifest; DataError naming the problem otherwise."""
+    index_dir = Path(index_dir)
+    path = index_dir / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{index_dir}: not a shoprank index (no {MANIFEST}); build one with `shoprank index build`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: manifest is not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: not a shoprank index manifest (format != {FORMAT!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
+    return manifest
+
+
+@dataclass
+class IndexArtefact:
+    """A loaded artefact: manifest, embeddings (memory-mapped), item table and optional HNSW."""
+
+    path: Path
+    manifest: dict[str, Any]
+    embeddings: np.ndarray
+    items: pl.DataFrame
+    hnsw: Any = None
+    _item_pos: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def index_version(self) -> str:
+        return str(self.manifest["index_version"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def num_items(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    def positions(self, item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Row positions of known ids (in the given order) and the list of unknown ids."""
+        if self._item_pos is None:
+            self._item_pos = {iid: i for i, iid in enumerate(self.items["item_id"].to_list())}
+        pos, unknown = [], []
+        for iid in item_ids:
+            p = self._item_pos.get(iid)
+            if p is None:
+                unknown.append(iid)
+            else:
+                pos.append(p)
+        return np.asarray(pos, dtype=np.int64), unknown
+
+
+def load_artefact(
+    index_dir: str | Path, *, verify: bool = False, load_hnsw: bool = True, mmap: bool = True
+) -> IndexArtefact:
+    """Load an artefact (embeddings memory-mapped; ``verify`` re-checks every file's SHA-256)."""
+    index_dir = Path(index_dir)
+    manifest = read_index_manifest(index_dir)
+    if verify:
+        for name, digest in manifest.get("files", {}).items():
+            if _sha256(index_dir / name) != digest:
+                raise DataError(f"{index_dir / name}: checksum does not match the manifest (corrupt or replaced)")
+    try:
+        emb = np.load(index_dir / EMBEDDINGS, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{index_dir / EMBEDDINGS}: cannot read embeddings ({e})") from e
+    items = pl.read_parquet(index_dir / ITEMS)
+    if emb.shape[0] != items.height:
+        raise DataError(f"{index_dir}: {emb.shape[0]} embeddings but {items.height} items")
+    hnsw = None
+    if load_hnsw and manifest.get("hnsw") and (index_dir / HNSW).is_file():
+        from shoprank.retrieval.index import load_hnsw as _load_hnsw
+
+        hnsw = _load_hnsw(index_dir / HNSW, int(manifest["dim"]), int(manifest["num_items"]))
+    return IndexArtefact(index_dir, manifest, emb, items, hnsw)

@@ -1,0 +1,38 @@
+"""Serving configuration (typed): limits, blend defaults, batching and retrieval knobs."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Scores the ranker returns for every candidate, each in 0..1; blend weights may name any of them.
+BLENDABLE_SCORES: tuple[str, ...] = ("relevance", "click", "season_fit", "similarity", "popularity")
+FILTER_NAMES: tuple[str, ...] = ("category", "price_min", "price_max", "in_stock")
+
+
+class ServingConfig(BaseModel):
+    """Everything the pipeline and the deployments need besides the model and the index."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_query_chars: int = Field(256, ge=1, le=10_000)
+    max_k: int = Field(100, ge=1, le=10_000)
+    max_rank_items: int = Field(1000, ge=1, le=100_000)
+    num_candidates: int = Field(200, ge=1, le=10_000)  # top-N handed from retrieval to the ranker
+    blend_weights: dict[str, float] = Field(default_factory=lambda: {"relevance": 0.6, "click": 0.3, "season_fit": 0.1})
+    max_blend_weight: float = Field(10.0, gt=0)
+    hnsw_threshold: int = Field(50_000, ge=1)
+    ef_search: int = Field(256, ge=1)
+    ranker_backend: str = "inprocess"
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
+    request_timeout_s: float = Field(10.0, gt=0)  # server-side budget for one request
+
+    @field_validator("blend_weights")
+    @classmethod
+    def _known_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(BLENDABLE_SCORES))
+        if unknown:
+            raise ValueError(f"unknown blend weight(s) {unknown}; choose from {list(BLENDABLE_SCORES)}")
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError("blend weights must be >= 0 with at least one > 0")
+        return v

@@ -1,0 +1,494 @@
+"""The search pipeline: intent -> retrieve -> rank -> blend, as reusable components.
+
+The three components hold all of the logic; both callers reuse them unchanged:
+
+- :class:`SearchPipeline` wires them together in one process (the bench's in-process baseline,
+  and anything that wants search without Serve);
+- the Ray Serve deployments in ``deployments/`` each wrap one component
+  (``QueryIntent`` -> :class:`QueryEncoder`, ``CandidateRetriever`` -> :class:`Retriever`,
+  ``MultiTaskRanker`` -> :class:`Ranker`) and the ingress calls them through handles.
+
+The ranker's forward pass goes through a pluggable :class:`ScoringBackend` (``"inprocess"``
+here; a Triton backend can register itself with :func:`register_backend`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from shoprank.model.checkpoint import model_version as _checkpoint_version
+from shoprank.model.features import item_numeric_features
+from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.scoring import PairScores, class_probs, score_pairs, zero_shot_class_probs
+from shoprank.retrieval.artefact import IndexArtefact, load_artefact
+from shoprank.retrieval.index import FilterSpec, VectorIndex
+from shoprank.serving.blend import blend, top_k
+from shoprank.serving.config import ServingConfig
+from shoprank.serving.validation import InvalidRequest, Query
+
+log = logging.getLogger("shoprank.serving")
+
+SEASON_OF_MONTH = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
+                   6: "summer", 7: "summer", 8: "summer", 9: "fall", 10: "fall", 11: "fall"}  # fmt: skip
+
+
+def model_version_of(manifest: dict[str, Any] | None, encoder: str) -> str:
+    """The checkpoint's version, or ``pretrained-<encoder>`` for the pretrained encoder alone."""
+    return _checkpoint_version(manifest) if manifest is not None else f"pretrained-{encoder}"
+
+
+def pick_device(device: str | None = None) -> str:
+    """``cuda`` when a GPU is visible (and not overridden), else ``cpu``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_serving_model(
+    checkpoint: str | Path | None, encoder: str = "minilm", device: str | None = None
+) -> tuple[MultiTaskModel, dict[str, Any] | None, str]:
+    """(model, manifest or None, model_version) on the chosen device."""
+    from shoprank.model.checkpoint import load_model
+
+    model, manifest = load_model(checkpoint, encoder=encoder, device=pick_device(device))
+    return model, manifest, model_version_of(manifest, model.config.encoder)
+
+
+# -- intent -------------------------------------------------------------------------------
+@dataclass
+class IntentResult:
+    label: str
+    confidence: float
+    zero_shot: bool
+
+
+class QueryEncoder:
+    """Encodes queries (one batched forward pass) and detects their intent.
+
+    With a trained ``intent`` head the label comes from it; otherwise it is zero-shot: the
+    softmax of cosine similarity to the catalogue's top-level category names.
+    """
+
+    def __init__(self, model: MultiTaskModel, model_version: str, categories: list[str]) -> None:
+        self.model = model
+        self.model_version = model_version
+        self.trained = model.is_trained("intent")
+        self.classes = list(model.label_maps.get("intent", [])) if self.trained else list(categories)
+        self._class_emb = None
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.embed(list(texts), batch_size=max(1, len(texts)))
+
+    def intents(self, emb: np.ndarray) -> list[IntentResult]:
+        if self.trained:
+            out = class_probs(self.model, "intent", emb)
+            assert out is not None
+            probs, names = out
+        elif self.classes:
+            probs, names = zero_shot_class_probs(self.model, emb, self.classes), self.classes
+        else:
+            return [IntentResult("", 0.0, True) for _ in range(emb.shape[0])]
+        best = probs.argmax(axis=1)
+        return [IntentResult(names[b], float(probs[r, b]), not self.trained) for r, b in enumerate(best)]
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[IntentResult]]:
+        emb = self.encode(texts)
+        return emb, self.intents(emb)
+
+
+# -- retrieval ----------------------------------------------------------------------------
+class Retriever:
+    """Filtered top-N candidates from one index artefact (exact or HNSW, see VectorIndex)."""
+
+    def __init__(self, artefact: IndexArtefact, cfg: ServingConfig) -> None:
+        self.artefact = artefact
+        self.index_version = artefact.index_version
+        self.index_dir = str(artefact.path)
+        self.index = VectorIndex(
+            np.asarray(artefact.embeddings),
+            artefact.items,
+            artefact.hnsw,
+            hnsw_threshold=cfg.hnsw_threshold,
+            ef_search=cfg.ef_search,
+        )
+
+    def retrieve(self, q_emb: np.ndarray, filters: list[FilterSpec | None], n: int) -> list[np.ndarray]:
+        """Candidate row positions per query, best first."""
+        return [pos for pos, _ in self.index.search(q_emb, n, filters)]
+
+
+# -- ranking ------------------------------------------------------------------------------
+class ScoringBackend(Protocol):
+    """Scores row-aligned (query, item) pairs with every head in one forward pass."""
+
+    name: str
+
+    def score(self, q: np.ndarray, items: np.ndarray, item_num: np.ndarray, month: np.ndarray) -> PairScores: ...
+
+
+class InProcessBackend:
+    """The model's heads in this process (GPU when the model sits on one)."""
+
+    name = "inprocess"
+
+    def __init__(self, model: MultiTaskModel, **_: Any) -> None:
+        self.model = model
+
+    def score(self, q: np.ndarray, items: np.ndarray, item_num: np.ndarray, month: np.ndarray) -> PairScores:
+        return score_pairs(self.model, q, items, item_num, month)
+
+
+_BACKENDS: dict[str, Callable[..., ScoringBackend]] = {"inprocess": InProcessBackend}
+
+
+def register_backend(name: str, factory: Callable[..., ScoringBackend]) -> None:
+    """Make a ranker backend selectable by name (``ServingConfig.ranker_backend``)."""
+    _BACKENDS[name] = factory
+
+
+def make_backend(name: str, model: MultiTaskModel, **kwargs: Any) -> ScoringBackend:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown ranker backend {name!r}; available: {sorted(_BACKENDS)}")
+    return _BACKENDS[name](model=model, **kwargs)
+
+
+@dataclass
+class RankJob:
+    """One request's ranking work: positions (Search) or ids (Rank) in one index version."""
+
+    q_emb: np.ndarray
+    k: int
+    weights: dict[str, float]
+    month: int = 0
+    index_dir: str = ""
+    index_version: str = ""
+    positions: np.ndarray | None = None
+    item_ids: list[str] | None = None
+
+
+@dataclass
+class RankedList:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    zero_shot: list[str] = field(default_factory=list)
+    model_version: str = ""
+    index_version: str = ""
+    batch_size: int = 1
+    num_candidates: int = 0
+    rank_ms: float = 0.0
+    error: str | None = None
+
+
+class _ItemTable:
+    """What the ranker needs per index version: embeddings, numeric features, season, metadata."""
+
+    def __init__(self, artefact: IndexArtefact) -> None:
+        self.artefact = artefact
+        items = artefact.items
+        self.embeddings = np.asarray(artefact.embeddings, dtype=np.float32)
+        self.numeric = item_numeric_features(
+            items["price"].to_numpy(), items["rating"].to_numpy(), items["popularity"].to_numpy()
+        )
+        self.season = np.array([(s or "").lower() for s in items["season"].to_list()], dtype=object)
+        pop = np.log1p(np.nan_to_num(items["popularity"].to_numpy().astype(np.float64)).clip(min=0.0))
+        self.popularity = (pop / pop.max() if pop.max() > 0 else pop).astype(np.float32)
+        self.ids = items["item_id"].to_list()
+        self.titles = items["title"].to_list()
+        self.categories = items["category_path"].to_list()
+        self.prices = items["price"].to_list()
+        self.in_stock = items["in_stock"].to_list()
+
+    def season_fit(self, positions: np.ndarray, month: int) -> np.ndarray:
+        """1 when the item's season is the month's, 0.5 for all-season/unknown or no month, else 0."""
+        if month == 0:
+            return np.full(len(positions), 0.5, dtype=np.float32)
+        want = SEASON_OF_MONTH[month]
+        s = self.season[positions]
+        return np.where(s == want, 1.0, np.where((s == "all") | (s == ""), 0.5, 0.0)).astype(np.float32)
+
+
+class Ranker:
+    """Scores candidates of many requests with every head in one batched forward pass, then blends."""
+
+    def __init__(self, model: MultiTaskModel, model_version: str, backend: str = "inprocess", **backend_kwargs: Any):
+        self.model = model
+        self.model_version = model_version
+        self.backend = make_backend(backend, model, **backend_kwargs)
+        self._tables: OrderedDict[str, _ItemTable] = OrderedDict()
+        self.current_version = ""
+
+    def add_artefact(self, artefact: IndexArtefact, current: bool = True) -> None:
+        self._tables[artefact.index_version] = _ItemTable(artefact)
+        self._tables.move_to_end(artefact.index_version)
+        while len(self._tables) > 2:  # the serving version and the one rolling out or in
+            self._tables.popitem(last=False)
+        if current:
+            self.current_version = artefact.index_version
+
+    def _table(self, job: RankJob) -> _ItemTable:
+        version = job.index_version or self.current_version
+        if version not in self._tables:
+            if not job.index_dir:
+                raise InvalidRequest(f"index version {version!r} is not loaded in the ranker")
+            self.add_artefact(load_artefact(job.index_dir), current=False)
+            if version not in self._tables:
+                raise RuntimeError(
+                    f"{job.index_dir} holds {self._tables and next(reversed(self._tables))}, not {version}"
+                )
+        return self._tables[version]
+
+    def rank_batch(self, jobs: list[RankJob]) -> list[RankedList]:
+        """Rank every job's candidates; one forward pass for the whole batch."""
+        t0 = time.perf_counter()
+        out: list[RankedList] = [RankedList() for _ in jobs]
+        qs, its, nums, months, spans = [], [], [], [], []
+        tables: list[_ItemTable | None] = []
+        positions: list[np.ndarray] = []
+        start = 0
+        for j, job in enumerate(jobs):
+            try:
+                table = self._table(job)
+                if job.item_ids is not None:
+                    pos, unknown = table.artefact.positions(job.item_ids)
+                    if unknown:
+                        shown = ", ".join(repr(u) for u in unknown[:5])
+                        raise InvalidRequest(
+                            f"item_ids: {len(unknown)} unknown id(s) in index {table.artefact.index_version}: {shown}"
+                        )
+                else:
+                    pos = np.asarray(job.positions, dtype=np.int64)
+            except InvalidRequest as e:
+                out[j].error = str(e)
+                tables.append(None)
+                positions.append(np.zeros(0, np.int64))
+                spans.append((start, start))
+                continue
+            tables.append(table)
+            positions.append(pos)
+            n = len(pos)
+            qs.append(np.broadcast_to(np.asarray(job.q_emb, np.float32), (n, table.embeddings.shape[1])))
+            its.append(table.embeddings[pos])
+            nums.append(table.numeric[pos])
+            months.append(np.full(n, job.month, dtype=np.int64))
+            spans.append((start, start + n))
+            start += n
+        if start:
+            scored = self.backend.score(
+                np.concatenate(qs), np.concatenate(its), np.concatenate(nums), np.concatenate(months)
+            )
+            zero_shot = sorted(scored.zero_shot)
+        else:
+            scored, zero_shot = PairScores({}), []
+        live = sum(1 for t in tables if t is not None)
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        for j, job in enumerate(jobs):
+            res = out[j]
+            res.model_version, res.batch_size, res.rank_ms = self.model_version, live, elapsed
+            table = tables[j]
+            if table is None:
+                continue
+            a, b = spans[j]
+            pos = positions[j]
+            scores = {name: np.asarray(v[a:b], dtype=np.float32) for name, v in scored.scores.items()}
+            scores["season_fit"] = table.season_fit(pos, job.month)
+            scores["popularity"] = table.popularity[pos]
+            final = blend(scores, job.weights)
+            order = top_k(final, job.k)
+            res.index_version = table.artefact.index_version
+            res.num_candidates = len(pos)
+            res.zero_shot = zero_shot
+            for r, o in enumerate(order):
+                p = int(pos[o])
+                price = table.prices[p]
+                res.items.append(
+                    {
+                        "item_id": table.ids[p],
+                        "title": table.titles[p],
+                        "score": float(final[o]),
+                        "scores": {name: float(v[o]) for name, v in scores.items()},
+                        "category_path": table.categories[p] or "",
+                        "price": float("nan") if price is None else float(price),
+                        "in_stock": bool(table.in_stock[p]),
+                        "rank": r + 1,
+                    }
+                )
+        return out
+
+
+# -- the whole pipeline in one process ----------------------------------------------------
+@dataclass
+class SearchResult:
+    """Everything a SearchResponse carries, as plain Python (see :func:`to_response`)."""
+
+    items: list[dict[str, Any]]
+    intent: IntentResult
+    model_version: str
+    index_version: str
+    timings_ms: dict[str, float]
+    batch_size: int
+    zero_shot: list[str]
+    weights: dict[str, float]
+    num_candidates: int
+
+
+def to_response(res: SearchResult, pb2: Any) -> Any:
+    """SearchResult -> shoprank.v1.SearchResponse (shared by the ingress and in-process callers)."""
+    resp = pb2.SearchResponse(
+        model_version=res.model_version,
+        index_version=res.index_version,
+        batch_size=res.batch_size,
+        num_candidates=res.num_candidates,
+        intent=pb2.Intent(label=res.intent.label, confidence=res.intent.confidence, zero_shot=res.intent.zero_shot),
+    )
+    resp.zero_shot_tasks.extend(res.zero_shot)
+    resp.timings_ms.update(res.timings_ms)
+    resp.blend_weights.update(res.weights)
+    for it in res.items:
+        resp.items.add(**it)
+    return resp
+
+
+def check_versions(model_version: str, artefact: IndexArtefact, strict: bool = True) -> None:
+    """The index must have been embedded by the serving model, or retrieval is meaningless."""
+    if artefact.model_version != model_version:
+        msg = (
+            f"index {artefact.path} (version {artefact.index_version}) was built with model "
+            f"{artefact.model_version}, but the serving model is {model_version}; rebuild the index"
+        )
+        if strict:
+            from shoprank.errors import ConfigError
+
+            raise ConfigError(msg)
+        log.warning(msg)
+
+
+class SearchPipeline:
+    """intent -> retrieve -> rank -> blend in this process, on the same components Serve uses."""
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        checkpoint: str | Path | None = None,
+        *,
+        encoder: str = "minilm",
+        device: str | None = None,
+        config: ServingConfig | None = None,
+        strict_versions: bool = True,
+    ) -> None:
+        self.config = config or ServingConfig()
+        model, manifest, version = load_serving_model(checkpoint, encoder, device)
+        artefact = load_artefact(index_dir)
+        check_versions(version, artefact, strict_versions)
+        self.model_version = version
+        self.encoder = QueryEncoder(model, version, artefact.manifest.get("categories", []))
+        self.retriever = Retriever(artefact, self.config)
+        self.ranker = Ranker(model, version, self.config.ranker_backend)
+        self.ranker.add_artefact(artefact)
+
+    def search_batch(self, queries: list[Query]) -> list[SearchResult]:
+        """Search (or Rank, for queries with ``item_ids``) for a batch of validated queries."""
+        t0 = time.perf_counter()
+        emb, intents = self.encoder([q.query for q in queries])
+        t1 = time.perf_counter()
+        search_rows = [i for i, q in enumerate(queries) if q.item_ids is None]
+        cands: dict[int, np.ndarray] = {}
+        if search_rows:
+            found = self.retriever.retrieve(
+                emb[search_rows], [queries[i].filters for i in search_rows], self.config.num_candidates
+            )
+            cands = dict(zip(search_rows, found, strict=True))
+        t2 = time.perf_counter()
+        jobs = [
+            RankJob(
+                q_emb=emb[i],
+                k=q.k,
+                weights=q.weights,
+                month=q.month,
+                index_version=self.retriever.index_version,
+                positions=cands.get(i),
+                item_ids=q.item_ids,
+            )
+            for i, q in enumerate(queries)
+        ]
+        ranked = self.ranker.rank_batch(jobs)
+        t3 = time.perf_counter()
+        out = []
+        for i, q in enumerate(queries):
+            r = ranked[i]
+            if r.error:
+                raise InvalidRequest(r.error)
+            out.append(
+                SearchResult(
+                    items=r.items,
+                    intent=intents[i],
+                    model_version=r.model_version,
+                    index_version=r.index_version,
+                    batch_size=r.batch_size,
+                    zero_shot=r.zero_shot,
+                    weights=q.weights,
+                    num_candidates=r.num_candidates,
+                    timings_ms={
+                        "intent": (t1 - t0) * 1e3,
+                        "retrieve": (t2 - t1) * 1e3,
+                        "rank": (t3 - t2) * 1e3,
+                        "total": (t3 - t0) * 1e3,
+                    },
+                )
+            )
+            log.debug("search user=%s k=%d n=%d", q.user_hash or "-", q.k, r.num_candidates)
+        return out
+
+    def search(self, query: Query) -> SearchResult:
+        return self.search_batch([query])[0]
+
+    def handle(self, request: Any, pb2: Any) -> Any:
+        """A protobuf SearchRequest/RankRequest -> SearchResponse, exactly as the server does it."""
+        from shoprank.serving.validation import validate_rank, validate_search
+
+        t0 = time.perf_counter()
+        is_rank = request.DESCRIPTOR.name == "RankRequest"
+        q = validate_rank(request, self.config) if is_rank else validate_search(request, self.config)
+        res = self.search(q)
+        res.timings_ms["validate"] = 0.0
+        res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        return to_response(res, pb2)
+
+
+def expected_model_version(checkpoint: str | Path | None, encoder: str = "minilm") -> str:
+    """The model version a checkpoint (or the pretrained encoder) serves, without loading weights."""
+    if checkpoint is None:
+        return f"pretrained-{encoder}"
+    from shoprank.model.checkpoint import read_manifest
+
+    return model_version_of(read_manifest(checkpoint), encoder)
+
+
+def check_versions_manifest(
+    checkpoint: str | Path | None,
+    encoder: str,
+    index_manifest: dict[str, Any],
+    index_dir: str | Path,
+    strict: bool = True,
+) -> None:
+    """Like :func:`check_versions`, from the index manifest alone (used before deploying)."""
+    want = expected_model_version(checkpoint, encoder)
+    got = index_manifest.get("model_version")
+    if got != want:
+        msg = (
+            f"index {index_dir} (version {index_manifest.get('index_version')}) was built with model {got}, "
+            f"but the serving model is {want}; rebuild the index with the same checkpoint"
+        )
+        if strict:
+            from shoprank.errors import ConfigError
+
+            raise ConfigError(msg)
+        log.warning(msg)

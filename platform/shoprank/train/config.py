@@ -1,0 +1,166 @@
+"""TrainConfig: the validated YAML that drives ``jobs/train.py`` (and the Ray Tune sweep).
+
+Every field is checked by pydantic; unknown fields are rejected, and a bad value raises
+``ConfigError`` naming the field path, e.g. ``tasks.relevance.weight: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shoprank.errors import ConfigError
+from shoprank.model.multitask import TASKS, ModelConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartConfig(_Strict):
+    """One file or directory read by ``shoprank.data.loaders.load(path, format)``."""
+
+    format: str = Field(min_length=1)
+    path: str | None = None
+
+
+class SourceConfig(_Strict):
+    """One data source: a file in a known format, several files whose frames are combined
+    (``parts``, e.g. Best Buy clicks + products), or ``format: synthetic``."""
+
+    format: str | None = None
+    path: str | None = None
+    parts: list[PartConfig] = Field(default_factory=list)
+    n_items: int = Field(2000, ge=10)  # synthetic only
+    seed: int = 0  # synthetic only
+    max_rows: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceConfig:
+        if (self.format is None) == (not self.parts):
+            raise ValueError("give either format (+ path) or parts, not both and not neither")
+        if self.format not in (None, "synthetic") and not self.path:
+            raise ValueError(f"format {self.format!r} needs a path")
+        return self
+
+    def all_parts(self) -> list[PartConfig]:
+        return self.parts or [PartConfig(format=self.format or "synthetic", path=self.path)]
+
+
+class TaskConfig(_Strict):
+    """Per-task data and loss weight."""
+
+    sources: list[str] = Field(min_length=1)
+    weight: float = Field(1.0, gt=0.0)
+    sample_weight: float = Field(1.0, gt=0.0)  # used by the "weighted" schedule
+    max_examples: int | None = Field(None, ge=1)
+    max_classes: int = Field(200, ge=2)  # classification tasks: keep the most frequent classes
+    min_class_count: int = Field(3, ge=1)
+    negatives: int = Field(3, ge=0, le=50)  # click: sampled negatives per click
+
+
+class EarlyStopping(_Strict):
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(2, ge=0)  # 0 switches early stopping off
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class SplitConfig(_Strict):
+    """Held-out splits: ``val`` drives early stopping, ``test`` is what ``shoprank eval`` reports."""
+
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    max_val_examples: int = Field(2000, ge=10)
+
+
+class TrainConfig(_Strict):
+    """Everything one training run needs; ``model.tasks`` follows the keys of ``tasks``."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    tasks: dict[str, TaskConfig] = Field(min_length=1)
+    weighting: Literal["fixed", "uncertainty"] = "fixed"
+    schedule: Literal["proportional", "round_robin", "weighted"] = "proportional"
+    epochs: int = Field(3, ge=1, le=1000)
+    steps_per_epoch: int = Field(100, ge=1)
+    batch_size: int = Field(32, ge=2, le=4096)
+    lr: float = Field(5e-5, gt=0.0, le=1.0)
+    head_lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    num_workers: int = Field(1, ge=1, le=256)
+    use_gpu: bool | Literal["auto"] = "auto"
+    max_failures: int = Field(0, ge=-1)
+    seed: int = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+        unknown = sorted(set(v) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        for name, task in self.tasks.items():
+            missing = [s for s in task.sources if s not in self.sources]
+            if missing:
+                raise ValueError(f"tasks.{name}.sources: unknown source(s) {missing}; defined: {sorted(self.sources)}")
+        tasks = [t for t in TASKS if t in self.tasks]
+        if self.model.tasks != tasks:
+            self.model = self.model.model_copy(update={"tasks": tasks})
+        return self
+
+    def resolve_paths(self, base: Path) -> TrainConfig:
+        """Make relative source paths absolute against ``base`` (the YAML file's directory's parent)."""
+        sources = {}
+        def fix(p: str | None) -> str | None:
+            return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+
+        for name, s in self.sources.items():
+            parts = [q.model_copy(update={"path": fix(q.path)}) for q in s.parts]
+            sources[name] = s.model_copy(update={"path": fix(s.path), "parts": parts})
+        return self.model_copy(update={"sources": sources})
+
+    def weights(self) -> dict[str, float]:
+        return {t: c.weight for t, c in self.tasks.items()}
+
+
+def _format_errors(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Validate a dict; raise ConfigError naming each bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_format_errors(e)}") from None
+
+
+def load_config(path: str | Path, base: str | Path | None = None) -> TrainConfig:
+    """Load and validate a YAML config; relative data paths resolve against ``base``
+    (default: the current directory, i.e. the repository root when run as documented)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    cfg = parse_config(data, str(path))
+    return cfg.resolve_paths(Path(base) if base is not None else Path.cwd())

@@ -1,0 +1,438 @@
+"""The multi-task training loop, one function for every runner.
+
+``run_training`` is what a Ray Train worker runs (``ray_train_loop`` adapts it), what the
+plain single-process benchmark runs, and what a Ray Tune trial wraps: it takes the data
+already in memory, reports once per epoch through a callback, and writes a resumable
+checkpoint every epoch:
+
+- ``model.safetensors`` + ``manifest.json``: the model (``shoprank.model.save_checkpoint``),
+  loadable on its own by ``shoprank.model.load_checkpoint``;
+- ``train_state.safetensors``: optimizer moments and learned loss weights (tensors only);
+- ``progress.json``: epoch counters, early-stopping state, history, optimizer hyper-parameters
+  and the SHA-256 of ``train_state.safetensors``. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from shoprank.errors import CheckpointError
+from shoprank.eval.tasks import task_metrics, validation_summary
+from shoprank.model.checkpoint import atomic_write_text, read_manifest, save_checkpoint, sha256_file
+from shoprank.model.features import item_numeric_features, month_features
+from shoprank.model.multitask import MultiTaskModel
+from shoprank.train.config import TrainConfig
+from shoprank.train.losses import MultiTaskObjective
+from shoprank.train.sampler import batch_indices, task_schedule
+
+STATE_FORMAT = "shoprank-train-state"
+STATE_VERSION = 1
+TRAIN_STATE = "train_state.safetensors"
+PROGRESS = "progress.json"
+
+ReportFn = Callable[[dict[str, Any], "str | None"], None]
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class WorkerContext:
+    """Where this copy of the loop runs. ``wrap`` turns the objective into its DDP form."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+    wrap: Callable[[nn.Module], nn.Module] = field(default=lambda m: m)
+
+
+# -- data ---------------------------------------------------------------------------------
+def frame_to_arrays(df: pl.DataFrame) -> Arrays:
+    """Column arrays of an examples frame, with numeric features computed once."""
+    return {
+        "query": np.asarray(df["query"].to_list(), dtype=object),
+        "item": np.asarray(df["item"].to_list(), dtype=object),
+        "item_id": np.asarray(df["item_id"].to_list(), dtype=object),
+        "num": item_numeric_features(
+            df["price"].fill_null(float("nan")).to_numpy(),
+            df["rating"].fill_null(float("nan")).to_numpy(),
+            df["popularity"].fill_null(0.0).to_numpy(),
+        ),
+        "month": month_features(df["month"].fill_null(0).to_numpy()),
+        "label": df["label"].to_numpy().astype(np.float32),
+    }
+
+
+def make_batch(model: MultiTaskModel, task: str, a: Arrays, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
+    """Tokenised tensors for the sides this task needs."""
+    enc = model.encoder
+    batch: dict[str, Any] = {"label": torch.as_tensor(a["label"][idx], device=device)}
+    if task not in ("category", "season", "demand"):
+        t = enc.tokenize(a["query"][idx].tolist(), device)
+        batch["q_ids"], batch["q_mask"] = t["input_ids"], t["attention_mask"]
+    if task != "intent":
+        t = enc.tokenize(a["item"][idx].tolist(), device)
+        batch["i_ids"], batch["i_mask"] = t["input_ids"], t["attention_mask"]
+        batch["num"] = torch.as_tensor(a["num"][idx], device=device)
+        batch["month"] = torch.as_tensor(a["month"][idx], device=device)
+        batch["item_keys"] = a["item_id"][idx].tolist()
+    return batch
+
+
+# -- optimizer / schedule -----------------------------------------------------------------
+def build_optimizer(objective: MultiTaskObjective, cfg: TrainConfig) -> torch.optim.Optimizer:
+    enc = [p for p in objective.model.encoder.parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in enc}
+    heads = [p for p in objective.parameters() if p.requires_grad and id(p) not in enc_ids]
+    groups = [
+        {"params": enc, "lr": cfg.lr, "base_lr": cfg.lr},
+        {"params": heads, "lr": cfg.head_lr, "base_lr": cfg.head_lr},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then linear decay to 10% at the last step."""
+    total = max(1, cfg.epochs * cfg.steps_per_epoch)
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return 1.0 - 0.9 * frac
+
+
+# -- resumable state ----------------------------------------------------------------------
+def save_train_state(directory: Path, optimizer: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
+    """Optimizer tensors to safetensors, everything else (and its checksum) to JSON."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    if not tensors:
+        tensors["_empty"] = torch.zeros(1)
+    save_file(tensors, str(directory / TRAIN_STATE))
+    state = {
+        "format": STATE_FORMAT,
+        "format_version": STATE_VERSION,
+        **progress,
+        "optimizer": {"param_groups": sd["param_groups"], "scalars": scalars},
+        "train_state_sha256": sha256_file(directory / TRAIN_STATE),
+    }
+    atomic_write_text(directory / PROGRESS, json.dumps(state, indent=2, sort_keys=True, default=float))
+
+
+def read_train_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Check and read ``progress.json`` + ``train_state.safetensors``; CheckpointError if unusable."""
+    directory = Path(directory)
+    read_manifest(directory)  # the model half must be a valid shoprank checkpoint too
+    path = directory / PROGRESS
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {PROGRESS}; a model-only checkpoint cannot resume training")
+    try:
+        progress = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(progress, dict) or progress.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a shoprank training state (format != {STATE_FORMAT!r})")
+    if progress.get("format_version") != STATE_VERSION:
+        raise CheckpointError(f"{path}: unsupported format_version {progress.get('format_version')!r}")
+    ts = directory / TRAIN_STATE
+    if not ts.is_file() or sha256_file(ts) != progress.get("train_state_sha256"):
+        raise CheckpointError(f"{ts}: missing or checksum mismatch (corrupt or replaced)")
+    try:
+        tensors = load_file(str(ts))
+    except Exception as e:  # noqa: BLE001 - safetensors header errors
+        raise CheckpointError(f"{ts}: unreadable ({e})") from e
+    return progress, tensors
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, progress: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    opt = progress["optimizer"]
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key == "_empty":
+            continue
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = v
+    for idx, sc in opt.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(sc)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"optimizer state does not fit this model ({e})") from e
+
+
+def load_resume(directory: str | Path, objective: MultiTaskObjective, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, Any]:
+    """Load model weights, optimizer state and progress from a training checkpoint."""
+    from safetensors.torch import load_file as load_weights
+
+    directory = Path(directory)
+    progress, tensors = read_train_state(directory)
+    manifest = read_manifest(directory)
+    if manifest.get("model_config") != cfg.model.model_dump():
+        raise CheckpointError(f"{directory}: checkpoint was trained with a different model config; use a new --out")
+    weights = directory / "model.safetensors"
+    if sha256_file(weights) != manifest.get("weights_sha256"):
+        raise CheckpointError(f"{weights}: checksum does not match the manifest (corrupt or replaced)")
+    try:
+        objective.model.load_state_dict(load_weights(str(weights)), strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights}: weights do not fit this model ({e})") from e
+    if objective.uncertainty is not None:
+        for t, p in objective.uncertainty.log_vars.items():
+            key = f"log_var.{t}"
+            if key in progress.get("log_vars", {}):
+                p.data.fill_(float(progress["log_vars"][key]))
+    restore_optimizer(optimizer, progress, tensors)
+    return progress
+
+
+# -- the loop -----------------------------------------------------------------------------
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    if math.isnan(value):
+        return False
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _broadcast(obj: Any, ctx: WorkerContext) -> Any:
+    if ctx.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
+
+
+def run_training(
+    cfg: TrainConfig,
+    train: dict[str, Arrays],
+    val: dict[str, pl.DataFrame],
+    label_maps: dict[str, list[str]],
+    *,
+    report: ReportFn | None = None,
+    ctx: WorkerContext | None = None,
+    resume_from: str | Path | None = None,
+    global_sizes: dict[str, int] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+    fault_after_epoch: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Train for ``cfg.epochs`` epochs (or until early stopping); return the final progress.
+
+    ``train`` holds this worker's shard per task (``frame_to_arrays``); ``val`` the full
+    validation frames. ``report(metrics, checkpoint_dir)`` is called on every rank once per
+    epoch; ``checkpoint_dir`` is a directory (rank 0 only) that must be consumed before the
+    callback returns. ``fault_after_epoch`` raises after that epoch's report (tests).
+    """
+    ctx = ctx or WorkerContext()
+    device = torch.device(ctx.device)
+    torch.manual_seed(cfg.seed)
+    model = MultiTaskModel(cfg.model, label_maps)
+    objective = MultiTaskObjective(model, cfg.weights(), cfg.weighting).to(device)
+    optimizer = build_optimizer(objective, cfg)
+    progress: dict[str, Any] = {"epoch": 0, "global_step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0,
+                                "history": [], "task_steps": {}, "stopped_early": False}
+    if resume_from is not None:
+        progress.update({k: v for k, v in load_resume(resume_from, objective, optimizer, cfg).items() if k in progress})
+        if log and ctx.rank == 0:
+            log(f"resumed from {resume_from} after epoch {progress['epoch']}")
+    wrapped = ctx.wrap(objective)
+    sizes = global_sizes or {t: len(a["label"]) for t, a in train.items()}
+    tasks = [t for t in cfg.tasks if sizes.get(t, 0) > 0 and len(train.get(t, {}).get("label", [])) > 0]
+    es = cfg.early_stopping
+
+    start_epoch = int(progress["epoch"]) + 1
+    if progress.get("stopped_early"):
+        start_epoch = cfg.epochs + 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        objective.train()
+        schedule = task_schedule({t: sizes[t] for t in tasks}, cfg.schedule, cfg.steps_per_epoch, cfg.seed, epoch,
+                                 {t: cfg.tasks[t].sample_weight for t in tasks})
+        iters = {t: batch_indices(len(train[t]["label"]), cfg.batch_size, cfg.seed, epoch, ctx.rank, n)
+                 for n, t in enumerate(tasks)}
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        samples = 0
+        for task in schedule:
+            for g in optimizer.param_groups:
+                g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
+            idx = next(iters[task])
+            batch = make_batch(model, task, train[task], idx, device)
+            loss, raw = wrapped(task, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
+            optimizer.step()
+            progress["global_step"] += 1
+            sums[task] = sums.get(task, 0.0) + float(raw)
+            counts[task] = counts.get(task, 0) + 1
+            samples += len(idx)
+        train_time = time.perf_counter() - t0
+        for t, c in counts.items():
+            progress["task_steps"][t] = progress["task_steps"].get(t, 0) + c
+
+        # Validation on rank 0, broadcast so every rank takes the same early-stopping decision.
+        metrics: dict[str, Any] = {}
+        if ctx.rank == 0:
+            per_task = {t: task_metrics(model, t, df) for t, df in val.items() if t in tasks and not df.is_empty()}
+            metrics = validation_summary(per_task, cfg.weights())
+        metrics = _broadcast(metrics, ctx)
+        metrics.update({f"train/{t}/loss": sums[t] / counts[t] for t in counts})
+        metrics.update(
+            {
+                "epoch": epoch,
+                "global_step": progress["global_step"],
+                "train_loss": float(np.mean([sums[t] / counts[t] for t in counts])) if counts else float("nan"),
+                "train_samples": samples * ctx.world_size,
+                "train_seconds": train_time,
+                "samples_per_s": samples * ctx.world_size / max(train_time, 1e-9),
+                "task_steps": dict(counts),
+            }
+        )
+        if objective.uncertainty is not None:
+            metrics.update({f"sigma/{t}": s for t, s in objective.uncertainty.sigmas().items()})
+        value = float(metrics.get(es.metric, float("nan")))
+        if _improved(value, progress["best"], es.mode, es.min_delta):
+            progress["best"], progress["best_epoch"], progress["bad_epochs"] = value, epoch, 0
+        else:
+            progress["bad_epochs"] += 1
+        stop = es.patience > 0 and progress["bad_epochs"] >= es.patience and epoch < cfg.epochs
+        progress["stopped_early"] = bool(stop)
+        progress["epoch"] = epoch
+        progress["history"].append({k: v for k, v in metrics.items() if k != "task_steps"})
+        metrics.update({"best_epoch": progress["best_epoch"], "stopped_early": bool(stop)})
+        if log and ctx.rank == 0:
+            shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float) and "/" not in k}
+            log(f"epoch {epoch}/{cfg.epochs} {shown}")
+
+        ckpt_dir = None
+        if ctx.rank == 0:
+            ckpt_dir = tempfile.mkdtemp(prefix=f"shoprank-epoch{epoch}-")
+            trained = sorted(t for t, n in progress["task_steps"].items() if n > 0)
+            if objective.uncertainty is not None:
+                progress["log_vars"] = {f"log_var.{t}": float(p) for t, p in objective.uncertainty.log_vars.items()}
+            save_checkpoint(
+                model,
+                ckpt_dir,
+                trained_tasks=trained,
+                extra={
+                    "train_config": cfg.model_dump(mode="json"),
+                    "metrics": {k: v for k, v in metrics.items() if k != "task_steps"},
+                    "epoch": epoch,
+                    **(manifest_extra or {}),
+                },
+            )
+            save_train_state(Path(ckpt_dir), optimizer, progress)
+        try:
+            if report is not None:
+                report(metrics, ckpt_dir)
+        finally:
+            if ckpt_dir is not None:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if fault_after_epoch is not None and epoch == fault_after_epoch:
+            raise RuntimeError(f"injected fault after epoch {epoch} (fault_after_epoch)")
+        if stop:
+            if log and ctx.rank == 0:
+                log(f"early stopping after epoch {epoch}: {es.metric} did not improve for {es.patience} epoch(s)")
+            break
+    return progress
+
+
+# -- Ray Train adapter ----------------------------------------------------------------------
+def ray_train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker`` for Ray Train: shards from Ray Data, DDP, checkpoints via report."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    cfg = TrainConfig.model_validate(config["train_config"])
+    torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
+    ctx_ray = ray.train.get_context()
+    rank, world = ctx_ray.get_world_rank(), ctx_ray.get_world_size()
+    device = ray.train.torch.get_device()
+
+    def shard(name: str) -> pl.DataFrame:
+        it = ray.train.get_dataset_shard(name)
+        if it is None:
+            return pl.DataFrame()
+        tables = list(it.iter_batches(batch_size=8192, batch_format="pyarrow"))
+        if not tables:
+            return pl.DataFrame()
+        import pyarrow as pa
+
+        return pl.from_arrow(pa.concat_tables(tables))
+
+    train_all, val_all = shard("train"), shard("val")
+    train, val = {}, {}
+    for t in cfg.tasks:
+        if train_all.height:
+            df = train_all.filter(pl.col("task") == t)
+            if df.height:
+                train[t] = frame_to_arrays(df)
+        if val_all.height:
+            vdf = val_all.filter(pl.col("task") == t)
+            if vdf.height:
+                val[t] = vdf
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    resume_ctx = ckpt.as_directory() if ckpt is not None else None
+    if resume_ctx is not None:
+        resume = resume_ctx.__enter__()
+    elif config.get("resume_from"):
+        resume = config["resume_from"]
+
+    def wrap(m: nn.Module) -> nn.Module:
+        if world > 1:
+            return ray.train.torch.prepare_model(
+                m, move_to_device=True, parallel_strategy_kwargs={"find_unused_parameters": True}
+            )
+        return m.to(device)
+
+    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        checkpoint = Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
+
+    try:
+        run_training(
+            cfg,
+            train,
+            val,
+            config["label_maps"],
+            report=report,
+            ctx=WorkerContext(rank=rank, world_size=world, device=str(device), wrap=wrap),
+            resume_from=resume,
+            global_sizes=config["train_sizes"],
+            manifest_extra=config.get("manifest_extra"),
+            fault_after_epoch=config.get("fault_after_epoch"),
+            log=print if rank == 0 else None,
+        )
+    finally:
+        if resume_ctx is not None:
+            resume_ctx.__exit__(None, None, None)
+
+
+def env_fault_after_epoch() -> int | None:
+    v = os.environ.get("SHOPRANK_FAULT_AFTER_EPOCH")
+    return int(v) if v else None

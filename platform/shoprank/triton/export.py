@@ -1,0 +1,151 @@
+"""Export the pairwise ranker of a MultiTaskModel (mixer + towers) to a Triton model repository.
+
+Layout written (the encoder is NOT exported: Triton receives embeddings)::
+
+    REPO/shoprank_ranker/config.pbtxt          Python backend, FP32 I/O, parameters.model_version
+    REPO/shoprank_ranker/1/model.py            Triton entry point (NumPy forward)
+    REPO/shoprank_ranker/1/numpy_ranker.py     the forward pass itself
+    REPO/shoprank_ranker/1/ranker.safetensors  mixer.* and towers.* weights (float32)
+    REPO/shoprank_ranker/1/ranker.json         architecture, tasks, dims, model_version, weights sha256
+
+No pickle anywhere: weights are safetensors, configuration is JSON and protobuf text.
+``model_version`` is ``shoprank.model.checkpoint.model_version(manifest)`` (or
+``pretrained-minilm``), so a client can detect Triton serving another model than the index.
+
+    python -m shoprank.triton.export --out REPO [--checkpoint DIR | --encoder tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from shoprank.model.checkpoint import model_version as checkpoint_model_version
+from shoprank.model.features import NUM_ITEM_FEATURES, NUM_MONTH_FEATURES
+from shoprank.model.multitask import MultiTaskModel
+from shoprank.triton import DEFAULT_MODEL_NAME
+from shoprank.triton.backend import numpy_ranker
+
+BACKEND_DIR = Path(numpy_ranker.__file__).resolve().parent
+BACKEND_FILES = ("model.py", "numpy_ranker.py")
+_VERSION_RE = re.compile(r'key:\s*"model_version"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
+
+
+def _config_pbtxt(name: str, dim: int, tasks: list[str], version: str, instances: int) -> str:
+    inputs = [("QUERY", dim), ("ITEM", dim), ("ITEM_NUM", NUM_ITEM_FEATURES), ("MONTH", NUM_MONTH_FEATURES)]
+    ins = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ -1, {d} ] }}' for n, d in inputs)
+    outs = [f'  {{ name: "{t}" data_type: TYPE_FP32 dims: [ -1 ] }}' for t in tasks]
+    outs.append('  { name: "MODEL_VERSION" data_type: TYPE_STRING dims: [ 1 ] }')
+    outs_s = ",\n".join(outs)
+    return (
+        f'name: "{name}"\n'
+        'backend: "python"\n'
+        "max_batch_size: 0\n"
+        f"input [\n{ins}\n]\n"
+        f"output [\n{outs_s}\n]\n"
+        f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
+        "version_policy: { latest: { num_versions: 1 } }\n"
+        f'parameters: {{ key: "model_version" value: {{ string_value: "{version}" }} }}\n'
+        f'parameters: {{ key: "shoprank_format" value: {{ string_value: "{numpy_ranker.FORMAT}/'
+        f'{numpy_ranker.FORMAT_VERSION}" }} }}\n'
+    )
+
+
+def export_ranker(
+    model: MultiTaskModel,
+    repo: str | Path,
+    *,
+    manifest: dict[str, Any] | None = None,
+    version: str | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    instances: int = 1,
+) -> Path:
+    """Write ``model``'s ranker to ``repo/model_name`` (replacing it atomically); return that dir.
+
+    ``version`` defaults to ``model_version(manifest)`` (``pretrained-minilm`` without one).
+    """
+    if not model.pair_tasks:
+        raise ValueError("model has no pairwise tasks (relevance/click/demand): nothing for Triton to serve")
+    version = version or checkpoint_model_version(manifest)
+    if '"' in version or "\n" in version:
+        raise ValueError(f"bad model_version {version!r}")
+    repo = Path(repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().float().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if k.startswith(("mixer.", "towers."))
+    }
+    cfg = model.config
+    tmp = Path(tempfile.mkdtemp(dir=repo, prefix=f".{model_name}."))
+    try:
+        vdir = tmp / "1"
+        vdir.mkdir()
+        save_file(state, str(vdir / numpy_ranker.WEIGHTS), metadata={"model_version": version})
+        ranker_cfg = {
+            "format": numpy_ranker.FORMAT,
+            "format_version": numpy_ranker.FORMAT_VERSION,
+            "model_version": version,
+            "architecture": cfg.architecture,
+            "pair_tasks": list(model.pair_tasks),
+            "dim": int(model.encoder.dim),
+            "hidden": cfg.hidden,
+            "num_experts": cfg.num_experts,
+            "trained_tasks": sorted(model.trained_tasks),
+            "weights_sha256": numpy_ranker.sha256_file(vdir / numpy_ranker.WEIGHTS),
+        }
+        (vdir / numpy_ranker.CONFIG).write_text(json.dumps(ranker_cfg, indent=2, sort_keys=True))
+        for f in BACKEND_FILES:
+            shutil.copyfile(BACKEND_DIR / f, vdir / f)
+        (tmp / "config.pbtxt").write_text(
+            _config_pbtxt(model_name, int(model.encoder.dim), list(model.pair_tasks), version, instances)
+        )
+        target = repo / model_name
+        if target.exists():
+            old = repo / f".{model_name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return repo / model_name
+
+
+def read_repository_version(repo: str | Path, model_name: str = DEFAULT_MODEL_NAME) -> str:
+    """The model_version recorded in a repository's config.pbtxt (what Triton will report)."""
+    path = Path(repo) / model_name / "config.pbtxt"
+    m = _VERSION_RE.search(path.read_text())
+    if not m:
+        raise ValueError(f"{path}: no model_version parameter")
+    return m.group(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shoprank.model.checkpoint import load_model
+
+    ap = argparse.ArgumentParser(prog="python -m shoprank.triton.export", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="Triton model repository directory")
+    ap.add_argument("--checkpoint", help="shoprank checkpoint dir (default: pretrained encoder only)")
+    ap.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"])
+    ap.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
+    ap.add_argument("--instances", type=int, default=1, help="Triton model instances (CPU)")
+    args = ap.parse_args(argv)
+    model, manifest = load_model(args.checkpoint, encoder=args.encoder)
+    path = export_ranker(model, args.out, manifest=manifest, model_name=args.model_name, instances=args.instances)
+    print(f"exported {checkpoint_model_version(manifest)} -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Loss-weight sweep on a real local Ray Tune: ASHA, outputs, best config, restore, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from shoprank.errors import ConfigError
+from shoprank.train.config import load_config
+from shoprank.tune.config import load_tune_config, parse_tune_config
+from shoprank.tune.objective import composite
+from shoprank.tune.space import weights_from_params
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = yaml.safe_load((REPO / "configs" / "tune_tiny.yaml").read_text())
+
+
+def _cfg(**over: object) -> dict:
+    data = json.loads(json.dumps(BASE))
+    for key, value in over.items():
+        node = data
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"search.low": 5.0, "search.high": 1.0}, "search"),
+        ({"search.low": -1.0}, "search.low"),
+        ({"search.parameterisation": "gaussian"}, "search.parameterisation"),
+        ({"search.tasks": ["relevance", "telepathy"]}, "telepathy"),
+        ({"objective.primary": "click/auc2"}, "objective"),
+        ({"objective.metrics": {"relevance/nope": {"weight": 1}}, "objective.primary": "relevance/nope"}, "relevance/nope"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"asha.reduction_factor": 1}, "asha.reduction_factor"),
+    ],
+)
+def test_invalid_sweep_configs_name_the_field(override: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_tune_config(_cfg(**override), "sweep.yaml")
+
+
+def test_unknown_top_level_field_rejected() -> None:
+    with pytest.raises(ConfigError, match="typo_field"):
+        parse_tune_config(_cfg(typo_field=1))
+
+
+def test_simplex_weights_sum_to_task_count() -> None:
+    cfg = parse_tune_config(_cfg(**{"search.parameterisation": "simplex"}))
+    w = weights_from_params({"w_a": 0.2, "w_b": 0.9, "w_c": 0.5}, cfg.search, ["a", "b", "c"])
+    assert sum(w.values()) == pytest.approx(3.0)
+    assert w["a"] > w["c"] > w["b"]  # smaller uniforms -> larger exponential draws
+
+
+def test_composite_normalises_min_metrics_and_penalises_missing() -> None:
+    cfg = parse_tune_config(_cfg())
+    full = {"val/relevance/rmse": 0.2, "val/click/auc": 0.9, "val/season/accuracy": 0.5, "val/intent/accuracy": 0.3}
+    assert composite(full, cfg.objective) == pytest.approx((0.8 + 0.9 + 0.5 + 0.3) / 4)
+    missing = dict(full)
+    del missing["val/click/auc"]
+    assert composite(missing, cfg.objective) < composite(full, cfg.objective)
+
+
+def _kill_after_trials(cmd: list[str], starts: Path, n_started: int, timeout_s: float = 600) -> None:
+    """Run ``cmd`` in its own session and SIGKILL it (and its local Ray) once ``n_started``
+    trials have started, i.e. (with one trial at a time) ``n_started - 1`` have finished."""
+    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", RAY_AUTH_MODE="disabled")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if starts.exists() and len(starts.read_text().split()) >= n_started:
+                time.sleep(3)  # let Tune write its experiment state once more
+                break
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_path: Path) -> None:
+    from jobs.tune import sweep
+
+    data = _cfg(storage_path=str(tmp_path / "store"), num_samples=4, max_concurrent_trials=1)
+    config_path = tmp_path / "sweep.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    starts = tmp_path / "starts.log"
+    out = tmp_path / "out"
+
+    # A real sweep process is killed while its third trial runs (two have finished).
+    _kill_after_trials(
+        [sys.executable, "-m", "jobs.tune", "--config", str(config_path), "--out", str(out), "--start-log", str(starts)],
+        starts,
+        n_started=3,
+    )
+    first = starts.read_text().split()
+    assert len(first) >= 3, "the sweep was killed before two trials finished"
+    finished_before = first[:2]
+
+    # The same sweep again restores from its storage and finishes.
+    res = sweep(parse_tune_config(data), out, start_log=str(starts))
+    all_starts = starts.read_text().split()
+    for trial in finished_before:
+        assert all_starts.count(trial) == 1, f"finished trial {trial} was run again after restore"
+
+    trials = pl.read_csv(out / "trials.csv")
+    tuned = trials.filter(pl.col("kind") == "tuned")
+    assert tuned.height == 4
+    assert set(trials.filter(pl.col("kind") == "baseline")["trial"]) == {"equal", "uncertainty"}
+    # ASHA stopped at least one trial before the full budget; baselines always get it.
+    max_epochs = load_config(BASE["train_config"]).epochs
+    assert tuned["epochs"].min() < max_epochs
+    assert (trials.filter(pl.col("kind") == "baseline")["epochs"] == max_epochs).all()
+
+    # Outputs: table, plot, comparison, and a best config that training accepts as it is.
+    for name in ("trials.csv", "trials.md", "weights_vs_objective.png", "comparison.json", "comparison.md"):
+        assert (out / name).stat().st_size > 0, name
+    best = load_config(res.best_config)
+    best_row = tuned.sort("best_objective", descending=True).row(0, named=True)
+    for task, tc in best.tasks.items():
+        assert tc.weight == pytest.approx(best_row[f"weight/{task}"], rel=1e-6)
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison["runs"]) == {"tuned", "equal", "uncertainty"}
+    assert comparison["winner"] in comparison["runs"]
