@@ -69,9 +69,19 @@ def _actor_options(**opts: Any) -> dict[str, Any]:
     return {**opts, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
 
 
+def _resolve(path: str) -> str:
+    """Relative paths resolve against the repository root (as in serve_config.yaml), else the cwd."""
+    p = Path(path)
+    if p.is_absolute():
+        return str(p)
+    return str((Path(REPO_ROOT) / p) if (Path(REPO_ROOT) / p).exists() else p.resolve())
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """The deployment graph for ``args`` (validated; unknown keys are rejected)."""
     a = AppArgs.model_validate(args)
+    a.index_dir = _resolve(a.index_dir)
+    a.checkpoint = _resolve(a.checkpoint) if a.checkpoint else None
     cfg = ServingConfig.model_validate(a.serving)
     check_versions_manifest(a.checkpoint, a.encoder, read_index_manifest(a.index_dir), a.index_dir, a.strict_versions)
     batch = {"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s}

@@ -114,7 +114,10 @@ def train(
     DataContext.get_current().enable_progress_bars = False
     # One Arrow table per role (a "task" column says which task a row trains): the training
     # set is split across workers, the validation set goes whole to every worker.
-    train_df = pl.concat([data.split(t, "train").drop("split").with_columns(pl.lit(t).alias("task")) for t in cfg.tasks])
+    # Shuffled so that every worker's shard holds every task in proportion.
+    train_df = pl.concat(
+        [data.split(t, "train").drop("split").with_columns(pl.lit(t).alias("task")) for t in cfg.tasks]
+    ).sample(fraction=1.0, shuffle=True, seed=cfg.seed)
     val_df = pl.concat([val_frame(data, t, cfg).drop("split").with_columns(pl.lit(t).alias("task")) for t in cfg.tasks])
     datasets = {"train": ray.data.from_arrow(train_df.to_arrow()), "val": ray.data.from_arrow(val_df.to_arrow())}
     existing = epoch_checkpoints(out_dir)

@@ -28,7 +28,6 @@ from typing import Any
 
 import polars as pl
 import yaml
-
 from shoprank.errors import ShoprankError
 from shoprank.eval.tasks import task_metrics
 from shoprank.model.checkpoint import atomic_write_text, load_checkpoint
@@ -50,7 +49,7 @@ class SweepResult:
     wall_seconds: float
 
 
-def _trainable(tune_cfg: TuneConfig, base: TrainConfig, data: TaskData):  # noqa: ANN202
+def make_trainable(tune_cfg: TuneConfig, base: TrainConfig, data: TaskData):  # noqa: ANN202
     from ray import tune
 
     fn = tune.with_parameters(
@@ -144,14 +143,42 @@ def held_out(checkpoint_dir: str, data: TaskData, tasks: list[str], tune_cfg: Tu
         for k, v in task_metrics(model, t, df).items():
             if k != "loss":
                 flat[f"test/{t}/{k}"] = float(v)
-    return {"test_metrics": flat, "objective": composite(flat, tune_cfg.objective, "test/"),
-            "checkpoint": checkpoint_dir, "weights": manifest.get("train_config", {}).get("tasks") and {
-                t: c["weight"] for t, c in manifest["train_config"]["tasks"].items()
-            }, "weighting": manifest.get("train_config", {}).get("weighting")}
+    return {
+        "test_metrics": flat,
+        "objective": composite(flat, tune_cfg.objective, "test/"),
+        "checkpoint": checkpoint_dir,
+        "weights": manifest.get("train_config", {}).get("tasks")
+        and {t: c["weight"] for t, c in manifest["train_config"]["tasks"].items()},
+        "weighting": manifest.get("train_config", {}).get("weighting"),
+    }
 
 
-def sweep(tune_cfg: TuneConfig, out: str | Path | None = None, *, address: str | None = None,
-          start_log: str | None = None, log=print) -> SweepResult:
+def run_search(
+    tune_cfg: TuneConfig, base: TrainConfig, trainable, searched: list[str], extra: dict[str, Any] | None = None
+):  # noqa: ANN201 - ray.tune.ResultGrid
+    """The weight search itself (Optuna + ASHA), restored if its storage holds an earlier run."""
+    space = {**param_space(tune_cfg.search, searched), **(extra or {})}
+    return _tuner(tune_cfg, base, trainable, tune_cfg.name, space, True).fit()
+
+
+def run_baselines(tune_cfg: TuneConfig, base: TrainConfig, trainable, extra: dict[str, Any] | None = None) -> list:
+    """Equal weights and uncertainty weighting on the full budget (no early stopping)."""
+    from ray import tune
+
+    if not tune_cfg.baselines:
+        return []
+    space = {BASELINE_KEY: tune.grid_search(list(tune_cfg.baselines)), **(extra or {})}
+    return list(_tuner(tune_cfg, base, trainable, f"{tune_cfg.name}-baselines", space, False).fit())
+
+
+def sweep(
+    tune_cfg: TuneConfig,
+    out: str | Path | None = None,
+    *,
+    address: str | None = None,
+    start_log: str | None = None,
+    log=print,
+) -> SweepResult:
     """Run (or restore) the sweep and the baselines; write every output; return the verdict."""
     from jobs.train import _init_ray
 
@@ -165,23 +192,17 @@ def sweep(tune_cfg: TuneConfig, out: str | Path | None = None, *, address: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     data = build_task_data(base)
     _init_ray(address, tune_cfg.max_concurrent_trials)
-    trainable = _trainable(tune_cfg, base, data)
+    trainable = make_trainable(tune_cfg, base, data)
     extra = {"_start_log": start_log} if start_log else {}
 
-    space = {**param_space(tune_cfg.search, searched), **extra}
-    grid = _tuner(tune_cfg, base, trainable, tune_cfg.name, space, True).fit()
-    from ray import tune
-
-    baseline_space = {BASELINE_KEY: tune.grid_search(list(tune_cfg.baselines)), **extra}
-    baselines = (
-        _tuner(tune_cfg, base, trainable, f"{tune_cfg.name}-baselines", baseline_space, False).fit()
-        if tune_cfg.baselines
-        else []
-    )
+    grid = run_search(tune_cfg, base, trainable, searched, extra)
+    baselines = run_baselines(tune_cfg, base, trainable, extra)
 
     rows = _rows(grid, tasks, base.epochs, "tuned")
-    rows += [row | {"trial": r.config.get(BASELINE_KEY), "kind": "baseline"}
-             for r, row in zip(baselines, _rows(baselines, tasks, base.epochs, "baseline"), strict=True)]
+    rows += [
+        row | {"trial": r.config.get(BASELINE_KEY), "kind": "baseline"}
+        for r, row in zip(baselines, _rows(baselines, tasks, base.epochs, "baseline"), strict=True)
+    ]
     trials = pl.DataFrame(rows).sort(["kind", "best_objective"], descending=[True, True])
     write_trials(trials, out_dir)
     plot_weights(trials.filter(pl.col("kind") == "tuned"), tasks, out_dir)
@@ -195,8 +216,9 @@ def sweep(tune_cfg: TuneConfig, out: str | Path | None = None, *, address: str |
     runs = {"tuned": held_out(best_ckpt.path, data, tasks, tune_cfg)}
     for r in baselines:
         if r.error is None:
-            runs[r.config[BASELINE_KEY]] = held_out(r.get_best_checkpoint("objective", "max").path, data, tasks,
-                                                    tune_cfg)
+            runs[r.config[BASELINE_KEY]] = held_out(
+                r.get_best_checkpoint("objective", "max").path, data, tasks, tune_cfg
+            )
     base_scores = {n: v["objective"] for n, v in runs.items() if n != "tuned"}
     winner = max(runs, key=lambda n: runs[n]["objective"])
     margin = runs["tuned"]["objective"] - max(base_scores.values()) if base_scores else float("nan")
@@ -226,8 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     except ShoprankError as e:
         print(f"jobs.tune: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": str(res.out_dir), "winner": res.comparison["winner"],
-                      "margin": res.comparison["margin"], "best_config": str(res.best_config)}))
+    print(
+        json.dumps(
+            {
+                "out": str(res.out_dir),
+                "winner": res.comparison["winner"],
+                "margin": res.comparison["margin"],
+                "best_config": str(res.best_config),
+            }
+        )
+    )
     return 0
 
 

@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 
 import polars as pl
-
 from shoprank.data.schemas import CATALOGUE
 
 WINTER = ["wool coat", "down jacket", "snow boots", "knit scarf", "thermal gloves", "fleece sweater"]
@@ -39,20 +38,22 @@ def synthetic_catalogue(n: int, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=CATALOGUE)
 
 
+# Myntra's season label is the *collection* season: 98% of watches are "Winter", while sweaters
+# and jackets are mostly "Fall". So the test slice is apparel that exists in both halves of the
+# year, with Winter+Fall counted as the cold-season collections and Summer as the warm one.
+SEASONAL_TYPES = ["Sweaters", "Sweatshirts", "Jackets", "Shorts", "Capris", "Dresses", "Skirts", "Track Pants"]
+
+
 def fashion_catalogue(styles_csv: Path, n: int, seed: int = 0) -> pl.DataFrame:
-    """A deterministic sample of n Myntra styles (Winter and Summer apparel) as a canonical catalogue."""
-    raw = pl.read_csv(styles_csv, infer_schema=False, truncate_ragged_lines=True)
-    raw = raw.filter(pl.col("season").is_in(["Winter", "Summer"]) & (pl.col("masterCategory") == "Apparel"))
-    raw = raw.sort("id").sample(n=min(n, raw.height), seed=seed, shuffle=True)
-    return raw.select(
-        pl.col("id").alias("item_id"),
-        pl.col("productDisplayName").alias("title"),
-        pl.lit("").alias("description"),
-        pl.concat_str(["masterCategory", "subCategory", "articleType"], separator=" > ").alias("category_path"),
-        pl.lit("{}").alias("attributes"),
-        pl.lit(None, dtype=pl.Float64).alias("price"),
-        pl.lit(None, dtype=pl.Float64).alias("rating"),
-        pl.col("season").str.to_lowercase().alias("season"),
-        pl.lit(True).alias("in_stock"),
-        pl.lit(0.0).alias("popularity"),
+    """A deterministic sample of n Myntra styles (via the data layer), season relabelled cold|summer."""
+    from shoprank.data.loaders import load
+
+    cat = load(styles_csv, "fashion")["catalogue"]
+    cat = cat.filter(
+        pl.col("category_path").str.split(" > ").list.last().is_in(SEASONAL_TYPES)
+        & pl.col("season").is_in(["winter", "fall", "summer"])
+    )
+    cat = cat.sort("item_id").sample(n=min(n, cat.height), seed=seed, shuffle=True)
+    return cat.with_columns(
+        pl.when(pl.col("season") == "summer").then(pl.lit("summer")).otherwise(pl.lit("cold")).alias("season")
     )

@@ -9,7 +9,7 @@ It starts its own ``ray.cluster_utils.Cluster`` (never the session's local Ray):
 and checks, writing every observation to a JSON file for the test to assert on:
 
 1. an actor asking for {"ranker_gpu": 1} lands on gpu_a;
-2. Ray Data ``map_batches`` (SPREAD) scores (query, item) pairs on more than one node,
+2. Ray Data ``map_batches`` (its default SPREAD scheduling) scores (query, item) pairs on more than one node,
    with the exported shoprank ranker (the same NumPy forward pass Triton serves);
 3. a Serve ranker deployment (replica resources {"ranker_gpu": 1}) lands on gpu_a; a client
    keeps sending requests while gpu_a is killed (no graceful shutdown): the replica restarts
@@ -71,7 +71,7 @@ def main(model_dir: str, data_path: str, out_path: str) -> int:
         ray.kill(probe)
         event("actor placed")
 
-        # 2. batch scoring spreads over nodes (Ray Data map_batches, SPREAD)
+        # 2. batch scoring spreads over nodes (Ray Data map_batches)
         def score_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             from shoprank.triton.backend.numpy_ranker import NumpyRanker
 
@@ -79,14 +79,15 @@ def main(model_dir: str, data_path: str, out_path: str) -> int:
             d = np.load(data_path)
             qi, ii = batch["q"], batch["i"]
             out = ranker.pair_outputs(d["queries"][qi], d["items"][ii], d["num"][ii], d["month"][ii])
-            time.sleep(0.2)  # long enough for the scheduler to use every node
+            time.sleep(0.1)  # long enough for the scheduler to use every node
             node = ray.get_runtime_context().get_node_id()
             return {"q": qi, "i": ii, "node": np.array([node] * len(qi)), **{f"s_{t}": out[t] for t in out}}
 
         nq, ni = queries.shape[0], items.shape[0]
         pairs = [{"q": q, "i": i} for q in range(nq) for i in range(ni)]
-        ds = ray.data.from_items(pairs, override_num_blocks=8).map_batches(
-            score_batch, batch_size=max(1, len(pairs) // 8), num_cpus=1, scheduling_strategy="SPREAD"
+        # Ray Data schedules map tasks with its default SPREAD strategy (DataContext)
+        ds = ray.data.from_items(pairs, override_num_blocks=4).map_batches(
+            score_batch, batch_size=max(1, len(pairs) // 4), num_cpus=1
         )
         rows = ds.take_all()
         wrong = sum(

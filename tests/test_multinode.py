@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from shoprank.model.multitask import ModelConfig, MultiTaskModel
 from shoprank.triton.export import export_ranker
 

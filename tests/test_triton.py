@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from shoprank.model.multitask import ModelConfig, MultiTaskModel
 from shoprank.triton.backend.numpy_ranker import NumpyRanker
 from shoprank.triton.client import TritonRankerClient
@@ -79,9 +78,11 @@ def models() -> dict[str, MultiTaskModel]:
 
 @pytest.fixture(scope="module")
 def triton(triton_env, models, tmp_path_factory):  # noqa: ANN001
+    """One server, two models: shared-bottom with Triton's dynamic batcher, MMoE without."""
     repo = tmp_path_factory.mktemp("triton-repo")
     for name, model in models.items():
-        export_ranker(model, repo, version=f"{name}-v1", model_name=name)
+        batch = 0 if name.endswith("mmoe") else 4096
+        export_ranker(model, repo, version=f"{name}-v1", model_name=name, max_batch_size=batch)
     server = TritonServer(repo, log_file=repo.parent / "triton.log", ready_timeout_s=60)
     with server:
         yield server
@@ -141,9 +142,20 @@ def test_async_concurrent_calls_match(triton: TritonServer, models) -> None:  # 
     async def run() -> list[dict[str, np.ndarray]]:
         return await asyncio.gather(*(client.pair_outputs_async(*c) for c in cases))
 
+    import tritonclient.grpc as grpcclient
+
+    def counts() -> tuple[int, int]:
+        stats = grpcclient.InferenceServerClient(triton.grpc_url).get_inference_statistics(DEFAULT_MODEL_NAME)
+        m = stats.model_stats[0]
+        return m.inference_stats.success.count, m.execution_count
+
+    before = counts()
     with TritonRankerClient(triton.grpc_url, expected_version=f"{DEFAULT_MODEL_NAME}-v1") as client:
         for got, case in zip(asyncio.run(run()), cases, strict=True):
             assert_close(got, reference(model, *case))
+    after = counts()
+    requests, executions = after[0] - before[0], after[1] - before[1]
+    assert requests == 16 and executions < requests, f"dynamic batcher: {requests} requests in {executions} passes"
 
 
 def test_bad_shapes_rejected(triton: TritonServer) -> None:

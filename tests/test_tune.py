@@ -13,10 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-
 from shoprank.errors import ConfigError
 from shoprank.train.config import load_config
-from shoprank.tune.config import load_tune_config, parse_tune_config
+from shoprank.tune.config import parse_tune_config
 from shoprank.tune.objective import composite
 from shoprank.tune.space import weights_from_params
 
@@ -43,7 +42,10 @@ def _cfg(**over: object) -> dict:
         ({"search.parameterisation": "gaussian"}, "search.parameterisation"),
         ({"search.tasks": ["relevance", "telepathy"]}, "telepathy"),
         ({"objective.primary": "click/auc2"}, "objective"),
-        ({"objective.metrics": {"relevance/nope": {"weight": 1}}, "objective.primary": "relevance/nope"}, "relevance/nope"),
+        (
+            {"objective.metrics": {"relevance/nope": {"weight": 1}}, "objective.primary": "relevance/nope"},
+            "relevance/nope",
+        ),
         ({"num_samples": 0}, "num_samples"),
         ({"asha.reduction_factor": 1}, "asha.reduction_factor"),
     ],
@@ -78,8 +80,9 @@ def _kill_after_trials(cmd: list[str], starts: Path, n_started: int, timeout_s: 
     """Run ``cmd`` in its own session and SIGKILL it (and its local Ray) once ``n_started``
     trials have started, i.e. (with one trial at a time) ``n_started - 1`` have finished."""
     env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", RAY_AUTH_MODE="disabled")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -104,7 +107,17 @@ def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_pa
 
     # A real sweep process is killed while its third trial runs (two have finished).
     _kill_after_trials(
-        [sys.executable, "-m", "jobs.tune", "--config", str(config_path), "--out", str(out), "--start-log", str(starts)],
+        [
+            sys.executable,
+            "-m",
+            "jobs.tune",
+            "--config",
+            str(config_path),
+            "--out",
+            str(out),
+            "--start-log",
+            str(starts),
+        ],
         starts,
         n_started=3,
     )

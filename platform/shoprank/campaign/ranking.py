@@ -53,6 +53,7 @@ def rank_segments(top_files: list[Path], top_n: int) -> pl.DataFrame:
     merged = pl.scan_parquet([str(p) for p in top_files])
     return (
         merged.sort(*_ORDER[:1], descending=_ORDER[1])
+        .unique(subset=["segment", "item_id"], keep="first", maintain_order=True)  # a repeated id ranks once
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("segment").alias("rank"))
         .filter(pl.col("rank") <= top_n)
         .select(list(RANKED_COLUMNS))

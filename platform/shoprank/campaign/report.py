@@ -132,8 +132,11 @@ def write_report(
         f"- catalogue: `{summary['catalogue']}` ({summary['format']}), model: `{summary['model_version']}`",
         f"- window: months {', '.join(str(m) for m in spec.window)}; themes: "
         + "; ".join(f"“{t}”" for t in summary["themes"]),
-        "- blend: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["blend"].items()) + f"; top {spec.top_n} per segment",
-        "- **zero-shot scores** (no trained head in the model): " + (", ".join(zs) if zs else "none, all heads trained"),
+        "- blend: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in summary["blend"].items())
+        + f"; top {spec.top_n} per segment",
+        "- **zero-shot scores** (no trained head in the model): "
+        + (", ".join(zs) if zs else "none, all heads trained"),
         "",
         "## Catalogue",
         "",
@@ -159,9 +162,17 @@ def write_report(
             _table(["reason", "rows"], [[r, n] for r, n in summary["quarantine_reasons"].items()]),
             "",
         ]
-    lines += ["## Scores", "", _table(["score", "meaning", "zero-shot"], [
-        [c, SCORE_DOC[c], "yes" if c in zs else ("-" if c == "score" else "no")] for c in SCORE_COLUMNS
-    ]), "", "![score distributions](plots/score_distributions.png)", ""]
+    lines += [
+        "## Scores",
+        "",
+        _table(
+            ["score", "meaning", "zero-shot"],
+            [[c, SCORE_DOC[c], "yes" if c in zs else ("-" if c == "score" else "no")] for c in SCORE_COLUMNS],
+        ),
+        "",
+        "![score distributions](plots/score_distributions.png)",
+        "",
+    ]
     seg_rows = []
     for seg, v in sorted(agg["segments"].items(), key=lambda kv: (-kv[1]["n"], kv[0])):
         top1 = ranked.filter((pl.col("segment") == seg) & (pl.col("rank") == 1))

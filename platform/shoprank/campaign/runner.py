@@ -182,7 +182,10 @@ class CampaignRunner:
             if old != fingerprint:
                 self._log("inputs changed since the last run: discarding its shards")
                 shutil.rmtree(self.work, ignore_errors=True)
-                shutil.rmtree(self.quarantine_dir, ignore_errors=True)
+                for stale in (self.quarantine_dir, self.out / "ranked", self.out / "plots"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                for stale in (self.out / "report.md", self.out / "summary.json"):
+                    stale.unlink(missing_ok=True)
         atomic_write_text(manifest_path, json.dumps(fingerprint, indent=2, sort_keys=True))
 
     def _paths(self, k: int) -> tuple[Path, Path, Path]:

@@ -35,13 +35,12 @@ from shoprank.batch.embed import ItemEmbedder, batch_texts
 from shoprank.campaign.spec import MONTH_SEASON, SEASON_MONTHS, CampaignSpec
 from shoprank.model.features import item_numeric_features
 from shoprank.model.scoring import class_probs, score_pairs
-from shoprank.model.text import item_text
 
 SEASON_DESCRIPTIONS: dict[str, str] = {
-    "winter": "warm winter clothing, coats, jackets, sweaters, boots, gloves, scarves, snow, christmas",
-    "spring": "spring clothing, light jackets, rain, flowers, easter, gardening",
-    "summer": "light summer clothing, t-shirts, shorts, sandals, swimwear, beach, sunglasses",
-    "fall": "autumn fall clothing, layers, hoodies, back to school, halloween, harvest",
+    "winter": "warm winter clothing, coats, jackets, sweaters, boots, snow",
+    "spring": "spring clothing, light layers, rain, flowers",
+    "summer": "light summer clothing, sandals, beach",
+    "fall": "autumn clothing, layers, hoodies, back to school",
 }
 SEASONS4 = tuple(SEASON_MONTHS)  # winter, spring, summer, fall
 ALL_SEASON_FIT = 0.5  # an all-season item fits any window half-way
@@ -136,12 +135,8 @@ class CampaignScorer(ItemEmbedder):
             self.season_labels = list(self.model.label_maps["season"])
             self.season_protos = None
         weights = self.spec.season_weights()
-        self.season_target = np.array(
-            [
-                weights.get(lbl.strip().lower().replace("autumn", "fall"), ALL_SEASON_FIT if lbl.lower() == "all" else 0)
-                for lbl in self.season_labels
-            ]
-        )
+        keys = [lbl.strip().lower().replace("autumn", "fall") for lbl in self.season_labels]
+        self.season_target = np.array([weights.get(k, ALL_SEASON_FIT if k == "all" else 0.0) for k in keys])
         # For "all" classes the fit is a constant, not a window share.
         self.season_month = season_month_matrix(self.season_labels)
         seg = self.spec.segments
@@ -266,11 +261,11 @@ class CampaignScorer(ItemEmbedder):
         out = batch.select([c for c in keep if c in batch.column_names])
         out = out.append_column("segment", pa.array(segments, type=pa.string()))
         for c in SCORE_COLUMNS:
-            out = out.append_column(c, pa.array(np.round(scores[c], DECIMALS), type=pa.float64()))
+            out = out.append_column(c, pa.array(np.round(scores[c], DECIMALS), type=pa.float64(), from_pandas=True))
         out = out.append_column("best_theme", pa.array(best_theme, type=pa.string()))
         monthly = np.round(monthly, DECIMALS)
         for m, c in enumerate(MONTH_COLUMNS):
-            out = out.append_column(c, pa.array(monthly[:, m], type=pa.float64()))
+            out = out.append_column(c, pa.array(monthly[:, m], type=pa.float64(), from_pandas=True))
         return out
 
 
@@ -294,7 +289,6 @@ __all__ = [
     "SCORE_COLUMNS",
     "SEASON_DESCRIPTIONS",
     "CampaignScorer",
-    "item_text",
     "popularity_prior",
     "segment_values",
     "zero_shot_scores",

@@ -156,9 +156,7 @@ def validate(df: pl.DataFrame) -> pl.DataFrame:
         pl.when(pl.col("item_id").is_null() | (pl.col("item_id") == "")).then(pl.lit("missing item_id")),
         pl.when(pl.col("title").is_null() | (pl.col("title").str.strip_chars() == "")).then(pl.lit("missing title")),
         pl.when(pl.col("price").is_nan() | (pl.col("price") < 0)).then(pl.lit("bad price")),
-        pl.when(pl.col("rating").is_nan() | (pl.col("rating") < 0) | (pl.col("rating") > 5)).then(
-            pl.lit("bad rating")
-        ),
+        pl.when(pl.col("rating").is_nan() | (pl.col("rating") < 0) | (pl.col("rating") > 5)).then(pl.lit("bad rating")),
         pl.when(pl.col("popularity").is_nan() | (pl.col("popularity") < 0)).then(pl.lit("bad popularity")),
     ]
     # The first failing check names the reason; parse failures come before range checks.

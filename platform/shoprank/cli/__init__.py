@@ -9,7 +9,7 @@ import sys
 from shoprank.errors import ShoprankError
 
 # Modules under shoprank.cli that each define ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("data", "demo", "tune", "campaign")
+COMMAND_MODULES: tuple[str, ...] = ("data", "demo", "tune", "campaign", "train", "evaluate", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

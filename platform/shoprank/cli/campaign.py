@@ -1,8 +1,8 @@
 """``shoprank campaign``: run a campaign locally, submit it as a Ray job, or check a job's status.
 
-    shoprank campaign run    --campaign SPEC --catalogue PATH [--format F] [--checkpoint CK]
-    shoprank campaign submit --address http://HEAD:8265 --campaign SPEC --catalogue PATH [...]
-    shoprank campaign status [JOB_ID] --address http://HEAD:8265
+shoprank campaign run    --campaign SPEC --catalogue PATH [--format F] [--checkpoint CK]
+shoprank campaign submit --address http://HEAD:8265 --campaign SPEC --catalogue PATH [...]
+shoprank campaign status [JOB_ID] --address http://HEAD:8265
 """
 
 from __future__ import annotations

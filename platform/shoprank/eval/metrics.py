@@ -81,7 +81,9 @@ def recall_at_k(relevant: Sequence[Hashable] | set, ranked: Sequence[Hashable], 
     return len(rel & set(list(ranked)[:k])) / len(rel)
 
 
-def mean_recall_at_k(relevant: Sequence[Sequence[Hashable]], ranked: Sequence[Sequence[Hashable]], k: int = 100) -> float:
+def mean_recall_at_k(
+    relevant: Sequence[Sequence[Hashable]], ranked: Sequence[Sequence[Hashable]], k: int = 100
+) -> float:
     vals = [recall_at_k(r, p, k) for r, p in zip(relevant, ranked, strict=True)]
     vals = [v for v in vals if not np.isnan(v)]
     return float(np.mean(vals)) if vals else float("nan")

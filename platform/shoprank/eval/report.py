@@ -56,8 +56,11 @@ def training_plots(history: list[dict[str, Any]], out_dir: str | Path) -> list[P
         ("loss_per_task.png", "train/", "training loss per task"),
         ("val_metrics.png", "val/", "validation metrics per epoch"),
     ):
-        keys = sorted({k for h in history for k in h if k.startswith(prefix) and not k.endswith("/loss")} if prefix == "val/"
-                      else {k for h in history for k in h if k.startswith(prefix)})
+        keys = sorted(
+            {k for h in history for k in h if k.startswith(prefix) and not k.endswith("/loss")}
+            if prefix == "val/"
+            else {k for h in history for k in h if k.startswith(prefix)}
+        )
         fig, ax = plt.subplots(figsize=(7, 4))
         for k in keys:
             ax.plot(epochs, [h.get(k, float("nan")) for h in history], marker="o", label=k.removeprefix(prefix))

@@ -86,9 +86,7 @@ class MMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         expert_out = torch.stack([e(x) for e in self.experts], dim=1)  # [B, E, H]
-        return {
-            t: (torch.softmax(gate(x), dim=-1).unsqueeze(-1) * expert_out).sum(1) for t, gate in self.gates.items()
-        }
+        return {t: (torch.softmax(gate(x), dim=-1).unsqueeze(-1) * expert_out).sum(1) for t, gate in self.gates.items()}
 
 
 class MultiTaskModel(nn.Module):
@@ -133,7 +131,9 @@ class MultiTaskModel(nn.Module):
         """Unit-length float32 embeddings [N, dim] for inference (no gradients)."""
         was_training = self.training
         self.eval()
-        out = [self.encode_batch(list(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)]
+        out = [
+            self.encode_batch(list(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)
+        ]
         self.train(was_training)
         if not out:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)

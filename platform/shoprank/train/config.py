@@ -122,6 +122,7 @@ class TrainConfig(_Strict):
     def resolve_paths(self, base: Path) -> TrainConfig:
         """Make relative source paths absolute against ``base`` (the YAML file's directory's parent)."""
         sources = {}
+
         def fix(p: str | None) -> str | None:
             return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
 

@@ -163,7 +163,9 @@ def read_train_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, t
     return progress, tensors
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, progress: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, progress: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> None:
     opt = progress["optimizer"]
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
@@ -179,7 +181,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, progress: dict[str, Any]
         raise CheckpointError(f"optimizer state does not fit this model ({e})") from e
 
 
-def load_resume(directory: str | Path, objective: MultiTaskObjective, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, Any]:
+def load_resume(
+    directory: str | Path, objective: MultiTaskObjective, optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> dict[str, Any]:
     """Load model weights, optimizer state and progress from a training checkpoint."""
     from safetensors.torch import load_file as load_weights
 
@@ -248,15 +252,26 @@ def run_training(
     model = MultiTaskModel(cfg.model, label_maps)
     objective = MultiTaskObjective(model, cfg.weights(), cfg.weighting).to(device)
     optimizer = build_optimizer(objective, cfg)
-    progress: dict[str, Any] = {"epoch": 0, "global_step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0,
-                                "history": [], "task_steps": {}, "stopped_early": False}
+    progress: dict[str, Any] = {
+        "epoch": 0,
+        "global_step": 0,
+        "best": None,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "task_steps": {},
+        "stopped_early": False,
+    }
     if resume_from is not None:
         progress.update({k: v for k, v in load_resume(resume_from, objective, optimizer, cfg).items() if k in progress})
         if log and ctx.rank == 0:
             log(f"resumed from {resume_from} after epoch {progress['epoch']}")
     wrapped = ctx.wrap(objective)
     sizes = global_sizes or {t: len(a["label"]) for t, a in train.items()}
-    tasks = [t for t in cfg.tasks if sizes.get(t, 0) > 0 and len(train.get(t, {}).get("label", [])) > 0]
+    tasks = [t for t in cfg.tasks if sizes.get(t, 0) > 0]
+    empty = [t for t in tasks if len(train.get(t, {}).get("label", [])) == 0]
+    if empty:  # every rank must train the same task at each step (DDP), so every shard needs every task
+        raise ValueError(f"rank {ctx.rank}: no training rows for task(s) {empty} in this worker's shard")
     es = cfg.early_stopping
 
     start_epoch = int(progress["epoch"]) + 1
@@ -265,10 +280,18 @@ def run_training(
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         objective.train()
-        schedule = task_schedule({t: sizes[t] for t in tasks}, cfg.schedule, cfg.steps_per_epoch, cfg.seed, epoch,
-                                 {t: cfg.tasks[t].sample_weight for t in tasks})
-        iters = {t: batch_indices(len(train[t]["label"]), cfg.batch_size, cfg.seed, epoch, ctx.rank, n)
-                 for n, t in enumerate(tasks)}
+        schedule = task_schedule(
+            {t: sizes[t] for t in tasks},
+            cfg.schedule,
+            cfg.steps_per_epoch,
+            cfg.seed,
+            epoch,
+            {t: cfg.tasks[t].sample_weight for t in tasks},
+        )
+        iters = {
+            t: batch_indices(len(train[t]["label"]), cfg.batch_size, cfg.seed, epoch, ctx.rank, n)
+            for n, t in enumerate(tasks)
+        }
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         samples = 0
@@ -286,6 +309,9 @@ def run_training(
             sums[task] = sums.get(task, 0.0) + float(raw)
             counts[task] = counts.get(task, 0) + 1
             samples += len(idx)
+            done = progress["global_step"] - (epoch - 1) * cfg.steps_per_epoch
+            if log and ctx.rank == 0 and done % max(1, cfg.steps_per_epoch // 5) == 0:
+                log(f"epoch {epoch} step {done}/{cfg.steps_per_epoch} ({time.perf_counter() - t0:.0f}s)")
         train_time = time.perf_counter() - t0
         for t, c in counts.items():
             progress["task_steps"][t] = progress["task_steps"].get(t, 0) + c
@@ -362,9 +388,8 @@ def ray_train_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` for Ray Train: shards from Ray Data, DDP, checkpoints via report."""
     import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
-
     from ray.data import DataContext
+    from ray.train import Checkpoint
 
     DataContext.get_current().enable_progress_bars = False
     cfg = TrainConfig.model_validate(config["train_config"])

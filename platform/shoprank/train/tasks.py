@@ -115,7 +115,11 @@ def time_split(ts: pl.Series, split: SplitConfig) -> pl.Series:
     val_start, test_start = time_cutoffs(ts, split)
     return (
         pl.select(
-            pl.when(ts >= test_start).then(pl.lit("test")).when(ts >= val_start).then(pl.lit("val")).otherwise(pl.lit("train"))
+            pl.when(ts >= test_start)
+            .then(pl.lit("test"))
+            .when(ts >= val_start)
+            .then(pl.lit("val"))
+            .otherwise(pl.lit("train"))
         )
         .to_series()
         .alias("split")
@@ -245,7 +249,9 @@ def build_relevance(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) 
         .join(catalogue_view(cat), on="item_id", how="inner")
         .with_columns(_norm_query(pl.col("query")).alias("query"))
     )
-    return df.with_columns(pl.col("query").alias("group")).with_columns(hash_split(df["query"], sp, seed).alias("split"))
+    return df.with_columns(pl.col("query").alias("group")).with_columns(
+        hash_split(df["query"], sp, seed).alias("split")
+    )
 
 
 def build_click(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
@@ -254,7 +260,9 @@ def build_click(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> p
         return None
     view = catalogue_view(cat)
     ev = ev.with_columns(_norm_query(pl.col("query")).alias("query"), pl.col("item_id").cast(pl.Utf8))
-    ev = ev.with_columns(time_split(ev["timestamp"], sp) if ev["timestamp"].null_count() < ev.height else pl.lit("train").alias("split"))
+    ev = ev.with_columns(
+        time_split(ev["timestamp"], sp) if ev["timestamp"].null_count() < ev.height else pl.lit("train").alias("split")
+    )
     has_impr = (ev["event_type"] == "impression").any()
     clicks = ev.filter(pl.col("event_type").is_in(["click", "purchase"]))
     pos = clicks.select("query", "item_id", "timestamp", "split", pl.lit(1.0).alias("label"))
@@ -308,7 +316,9 @@ def _item_class_rows(cat: pl.DataFrame, column: pl.Expr, sp: SplitConfig, seed: 
         .str.strip_chars(" |")
         .alias("item")
     )
-    return df.with_columns(pl.col("item_id").alias("group")).with_columns(hash_split(df["item_id"], sp, seed).alias("split"))
+    return df.with_columns(pl.col("item_id").alias("group")).with_columns(
+        hash_split(df["item_id"], sp, seed).alias("split")
+    )
 
 
 def build_category(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
@@ -328,15 +338,23 @@ def build_season(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> 
 def demand_table(tx: pl.DataFrame, min_lines: int = 5) -> pl.DataFrame:
     """Monthly demand share per item: item (description), month 1..12, share, price, total."""
     tx = tx.filter((pl.col("quantity") > 0) & pl.col("description").is_not_null() & pl.col("timestamp").is_not_null())
-    tx = tx.with_columns(pl.col("description").str.strip_chars().alias("item"), pl.col("timestamp").dt.month().alias("month"))
+    tx = tx.with_columns(
+        pl.col("description").str.strip_chars().alias("item"), pl.col("timestamp").dt.month().alias("month")
+    )
     tx = tx.filter(pl.col("item") != "")
     items = (
         tx.group_by("item")
-        .agg(pl.len().alias("lines"), pl.col("quantity").sum().alias("total"), pl.col("unit_price").median().alias("price"))
+        .agg(
+            pl.len().alias("lines"),
+            pl.col("quantity").sum().alias("total"),
+            pl.col("unit_price").median().alias("price"),
+        )
         .filter(pl.col("lines") >= min_lines)
     )
     monthly = tx.group_by("item", "month").agg(pl.col("quantity").sum().alias("qty"))
-    grid = items.select("item").join(pl.DataFrame({"month": list(range(1, 13))}, schema={"month": pl.Int8}), how="cross")
+    grid = items.select("item").join(
+        pl.DataFrame({"month": list(range(1, 13))}, schema={"month": pl.Int8}), how="cross"
+    )
     df = (
         grid.join(monthly.with_columns(pl.col("month").cast(pl.Int8)), on=["item", "month"], how="left")
         .join(items, on="item")

@@ -4,8 +4,10 @@
 ``MultiTaskModel.pair_outputs`` (NumPy in, ``{task: float32 [N]}`` out), so a ranker can swap
 its in-process model for Triton. Behaviour:
 
-- **batched**: all N candidates go in one request (QUERY [1, d] is broadcast server-side);
-  more than ``max_rows`` are split into chunks sent concurrently;
+- **batched**: all N candidates go in one request, and more than ``max_rows`` (or the
+  model's ``max_batch_size``) are split into chunks sent concurrently; Triton's dynamic
+  batcher then scores the rows of concurrent requests in one forward pass (QUERY is sent
+  per row then; without batching it is sent once as [1, d] and broadcast server-side);
 - **bounded**: each attempt has ``timeout_s``; retriable failures (UNAVAILABLE,
   DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, connection errors) are retried ``retries`` times with
   exponential backoff; the whole call never outlives its budget — no hangs;
@@ -110,6 +112,7 @@ class TritonRankerClient:
         self._down_until = 0.0
         self._version_checked = False
         self._tasks: list[str] | None = None
+        self._max_batch = 0  # the model's max_batch_size (0: no dynamic batching)
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="triton-client-loop", daemon=True)
@@ -153,18 +156,19 @@ class TritonRankerClient:
         self.close()
 
     # -- version ----------------------------------------------------------------------------
-    async def _fetch_config(self) -> tuple[str | None, list[str]]:
+    async def _fetch_config(self) -> tuple[str | None, list[str], int]:
         cfg = await self._client.get_model_config(self.model_name, as_json=True, client_timeout=self.timeout_s)
         cfg = cfg.get("config", cfg)
         served = cfg.get("parameters", {}).get("model_version", {}).get("string_value")
         tasks = [o["name"] for o in cfg.get("output", []) if o["name"] != "MODEL_VERSION"]
-        return served, tasks
+        return served, tasks, int(cfg.get("max_batch_size", 0) or 0)
 
     async def _ensure_checked(self) -> None:
         if self._version_checked:
             return
-        served, tasks = await self._fetch_config()
+        served, tasks, max_batch = await self._fetch_config()
         self._tasks = tasks
+        self._max_batch = max_batch
         self.stats.served_version = served
         if self.expected_version is not None and served != self.expected_version:
             raise TritonVersionMismatchError(self.expected_version, str(served), f"{self.url}/{self.model_name}")
@@ -201,6 +205,8 @@ class TritonRankerClient:
     async def _infer_chunk(self, q: np.ndarray, i: np.ndarray, num: np.ndarray, month: np.ndarray) -> dict:
         import tritonclient.grpc.aio as grpcclient
 
+        if self._max_batch > 0 and q.shape[0] != i.shape[0]:  # batching model: rows are the batch dim
+            q = np.ascontiguousarray(np.broadcast_to(q, i.shape))
         inputs = []
         for name, a in (("QUERY", q), ("ITEM", i), ("ITEM_NUM", num), ("MONTH", month)):
             t = grpcclient.InferInput(name, list(a.shape), "FP32")
@@ -215,15 +221,16 @@ class TritonRankerClient:
         if self.expected_version is not None and served_v != self.expected_version:
             self._version_checked = False
             raise TritonVersionMismatchError(self.expected_version, str(served_v), f"{self.url}/{self.model_name}")
-        out = {t: res.as_numpy(t) for t in self._tasks or []}
+        out = {t: res.as_numpy(t).reshape(-1) for t in self._tasks or []}
         return {"__version__": served_v, **out}
 
     async def _attempt(self, q: np.ndarray, i: np.ndarray, num: np.ndarray, month: np.ndarray) -> RankerResult:
         await self._ensure_checked()
         n = i.shape[0]
+        step = min(self.max_rows, self._max_batch) if self._max_batch > 0 else self.max_rows
         chunks = []
-        for s in range(0, n, self.max_rows):
-            e = min(n, s + self.max_rows)
+        for s in range(0, n, step):
+            e = min(n, s + step)
             qc = q if q.shape[0] == 1 else q[s:e]
             chunks.append(self._infer_chunk(qc, i[s:e], num[s:e], month[s:e]))
         parts = await asyncio.gather(*chunks)

@@ -2,7 +2,7 @@
 
 Layout written (the encoder is NOT exported: Triton receives embeddings)::
 
-    REPO/shoprank_ranker/config.pbtxt          Python backend, FP32 I/O, parameters.model_version
+    REPO/shoprank_ranker/config.pbtxt          Python backend, FP32 I/O, dynamic batching, model_version
     REPO/shoprank_ranker/1/model.py            Triton entry point (NumPy forward)
     REPO/shoprank_ranker/1/numpy_ranker.py     the forward pass itself
     REPO/shoprank_ranker/1/ranker.safetensors  mixer.* and towers.* weights (float32)
@@ -38,18 +38,28 @@ BACKEND_FILES = ("model.py", "numpy_ranker.py")
 _VERSION_RE = re.compile(r'key:\s*"model_version"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
 
 
-def _config_pbtxt(name: str, dim: int, tasks: list[str], version: str, instances: int) -> str:
+def _config_pbtxt(
+    name: str, dim: int, tasks: list[str], version: str, instances: int, max_batch_size: int, queue_delay_us: int
+) -> str:
+    """Protobuf-text model config. With ``max_batch_size`` > 0 Triton's dynamic batcher hands
+    concurrent requests to one ``execute`` (one forward pass); rows are the batch dimension, so
+    every input is per row (QUERY repeated per candidate) and outputs are [N, 1]."""
+    batched = max_batch_size > 0
+    row = "" if batched else "-1, "
     inputs = [("QUERY", dim), ("ITEM", dim), ("ITEM_NUM", NUM_ITEM_FEATURES), ("MONTH", NUM_MONTH_FEATURES)]
-    ins = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ -1, {d} ] }}' for n, d in inputs)
-    outs = [f'  {{ name: "{t}" data_type: TYPE_FP32 dims: [ -1 ] }}' for t in tasks]
+    ins = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ {row}{d} ] }}' for n, d in inputs)
+    out_dims = "[ 1 ]" if batched else "[ -1 ]"
+    outs = [f'  {{ name: "{t}" data_type: TYPE_FP32 dims: {out_dims} }}' for t in tasks]
     outs.append('  { name: "MODEL_VERSION" data_type: TYPE_STRING dims: [ 1 ] }')
     outs_s = ",\n".join(outs)
+    batching = f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n" if batched else ""
     return (
         f'name: "{name}"\n'
         'backend: "python"\n'
-        "max_batch_size: 0\n"
+        f"max_batch_size: {max_batch_size}\n"
         f"input [\n{ins}\n]\n"
         f"output [\n{outs_s}\n]\n"
+        f"{batching}"
         f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
         "version_policy: { latest: { num_versions: 1 } }\n"
         f'parameters: {{ key: "model_version" value: {{ string_value: "{version}" }} }}\n'
@@ -66,10 +76,14 @@ def export_ranker(
     version: str | None = None,
     model_name: str = DEFAULT_MODEL_NAME,
     instances: int = 1,
+    max_batch_size: int = 4096,
+    queue_delay_us: int = 200,
 ) -> Path:
     """Write ``model``'s ranker to ``repo/model_name`` (replacing it atomically); return that dir.
 
     ``version`` defaults to ``model_version(manifest)`` (``pretrained-minilm`` without one).
+    ``max_batch_size`` > 0 turns on Triton's dynamic batcher (rows of concurrent requests
+    are scored in one pass, up to that many rows); 0 serves each request on its own.
     """
     if not model.pair_tasks:
         raise ValueError("model has no pairwise tasks (relevance/click/demand): nothing for Triton to serve")
@@ -98,6 +112,7 @@ def export_ranker(
             "dim": int(model.encoder.dim),
             "hidden": cfg.hidden,
             "num_experts": cfg.num_experts,
+            "max_batch_size": max_batch_size,
             "trained_tasks": sorted(model.trained_tasks),
             "weights_sha256": numpy_ranker.sha256_file(vdir / numpy_ranker.WEIGHTS),
         }
@@ -105,7 +120,15 @@ def export_ranker(
         for f in BACKEND_FILES:
             shutil.copyfile(BACKEND_DIR / f, vdir / f)
         (tmp / "config.pbtxt").write_text(
-            _config_pbtxt(model_name, int(model.encoder.dim), list(model.pair_tasks), version, instances)
+            _config_pbtxt(
+                model_name,
+                int(model.encoder.dim),
+                list(model.pair_tasks),
+                version,
+                instances,
+                max_batch_size,
+                queue_delay_us,
+            )
         )
         target = repo / model_name
         if target.exists():
@@ -140,9 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"])
     ap.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     ap.add_argument("--instances", type=int, default=1, help="Triton model instances (CPU)")
+    ap.add_argument("--max-batch-size", type=int, default=4096, help="rows per dynamic batch (0: no batching)")
     args = ap.parse_args(argv)
     model, manifest = load_model(args.checkpoint, encoder=args.encoder)
-    path = export_ranker(model, args.out, manifest=manifest, model_name=args.model_name, instances=args.instances)
+    path = export_ranker(
+        model,
+        args.out,
+        manifest=manifest,
+        model_name=args.model_name,
+        instances=args.instances,
+        max_batch_size=args.max_batch_size,
+    )
     print(f"exported {checkpoint_model_version(manifest)} -> {path}")
     return 0
 

@@ -77,8 +77,13 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
     )
     for m in metrics:
         vals = [runs[n]["test_metrics"].get(m, float("nan")) for n in names]
-        deltas = [runs["tuned"]["test_metrics"].get(m, float("nan")) - runs[n]["test_metrics"].get(m, float("nan"))
-                  for n in names if n != "tuned"]
-        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in vals) + " | " + " | ".join(_fmt(d) for d in deltas) + " |")
+        deltas = [
+            runs["tuned"]["test_metrics"].get(m, float("nan")) - runs[n]["test_metrics"].get(m, float("nan"))
+            for n in names
+            if n != "tuned"
+        ]
+        lines.append(
+            f"| {m} | " + " | ".join(_fmt(v) for v in vals) + " | " + " | ".join(_fmt(d) for d in deltas) + " |"
+        )
     lines += ["", "Weights: " + json.dumps({n: runs[n]["weights"] for n in names}, sort_keys=True)]
     return "\n".join(lines) + "\n"

@@ -27,7 +27,9 @@ def trial_train_config(base: TrainConfig, tune_cfg: TuneConfig, params: dict[str
     """The training config one trial runs: searched weights, or a baseline's weighting."""
     baseline = params.get(BASELINE_KEY)
     if baseline == "equal":
-        return base.model_copy(update={"tasks": _with_weights(base, dict.fromkeys(base.tasks, 1.0)), "weighting": "fixed"})
+        return base.model_copy(
+            update={"tasks": _with_weights(base, dict.fromkeys(base.tasks, 1.0)), "weighting": "fixed"}
+        )
     if baseline == "uncertainty":
         return base.model_copy(
             update={"tasks": _with_weights(base, dict.fromkeys(base.tasks, 1.0)), "weighting": "uncertainty"}
@@ -52,7 +54,9 @@ def val_frames(data: TaskData, cfg: TrainConfig) -> dict[str, pl.DataFrame]:
     return out
 
 
-def run_trial(params: dict[str, Any], *, data: TaskData, base_config: dict[str, Any], tune_config: dict[str, Any]) -> None:
+def run_trial(
+    params: dict[str, Any], *, data: TaskData, base_config: dict[str, Any], tune_config: dict[str, Any]
+) -> None:
     """Tune function trainable (wrap with ``tune.with_parameters``)."""
     from ray import tune
 
@@ -76,7 +80,15 @@ def run_trial(params: dict[str, Any], *, data: TaskData, base_config: dict[str, 
 
     if checkpoint is not None:
         with checkpoint.as_directory() as resume:
-            run_training(cfg, train, val_frames(data, cfg), data.label_maps, report=report, resume_from=resume,
-                         global_sizes=sizes, log=None)
+            run_training(
+                cfg,
+                train,
+                val_frames(data, cfg),
+                data.label_maps,
+                report=report,
+                resume_from=resume,
+                global_sizes=sizes,
+                log=None,
+            )
     else:
         run_training(cfg, train, val_frames(data, cfg), data.label_maps, report=report, global_sizes=sizes, log=None)

@@ -1,8 +1,10 @@
 """Triton Python-backend model: the shoprank pairwise ranker (NumPy forward, no torch, no pickle).
 
 Inputs (FP32): QUERY [1 or N, d], ITEM [N, d], ITEM_NUM [N, 3], MONTH [N, 2].
-Outputs: one FP32 [N] per pair task, and MODEL_VERSION (BYTES [1]) so that every response
-names the model that computed it. Requests handed over together are run in one forward pass.
+Outputs: one FP32 per pair task and MODEL_VERSION (BYTES), so that every response names the
+model that computed it: [N] and [1] without batching; [N, 1] and [N, 1] with Triton's dynamic
+batcher (max_batch_size > 0: rows are the batch dimension, QUERY is sent per row). Requests
+handed over together (the dynamic batcher's batch) are run in one forward pass.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"config.pbtxt model_version {declared!r} != ranker.json {self.ranker.model_version!r}"
             )
-        self.version = np.array([self.ranker.model_version.encode()], dtype=np.object_)
+        self.batched = int(cfg.get("max_batch_size", 0)) > 0
+        self.version = self.ranker.model_version.encode()
 
     def _inputs(self, request) -> list[np.ndarray]:  # noqa: ANN001 - pb_utils.InferenceRequest
         arrays = []
@@ -65,8 +68,12 @@ class TritonPythonModel:
             start = 0
             for k, arrays in parsed:
                 n = arrays[1].shape[0]
-                tensors = [pb_utils.Tensor(t, np.ascontiguousarray(v[start : start + n])) for t, v in out.items()]
-                tensors.append(pb_utils.Tensor("MODEL_VERSION", self.version))
+                shape = (n, 1) if self.batched else (n,)
+                tensors = [
+                    pb_utils.Tensor(t, np.ascontiguousarray(v[start : start + n]).reshape(shape)) for t, v in out.items()
+                ]
+                version = np.full((n, 1) if self.batched else (1,), self.version, dtype=np.object_)
+                tensors.append(pb_utils.Tensor("MODEL_VERSION", version))
                 responses[k] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start += n
         return responses

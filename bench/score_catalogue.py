@@ -1,0 +1,289 @@
+"""Benchmark the campaign scoring job: Ray vs a single-process floor, node scaling, memory vs size.
+
+    python bench/score_catalogue.py --quick        # minutes on 2 cores
+    python bench/score_catalogue.py                # full sizes (Instacart 49,688 items; 1M synthetic)
+
+Three measurements, each printed as a ratio measured side by side in this run:
+
+1. **Ray vs floor** (real all-MiniLM-L6-v2, Instacart catalogue or a slice of it): items/s of
+   the Ray Data job (actor pool, one actor per core, one torch thread each) against a plain
+   in-process loop over the same shards with the same model, scorer and batch size (torch
+   using every core). Both include loading the model(s). Target: >= 0.8x.
+2. **Nodes** (real MiniLM, a smaller Instacart slice): a ``ray.cluster_utils.Cluster`` with one
+   1-CPU node, then two; items/s with one actor per node.
+3. **Memory vs catalogue size** (the *tiny* random encoder, because full MiniLM on 1M items
+   would take ~50 minutes on 2 cores): synthetic catalogues of 50k .. 1M items, each job in a
+   fresh process; peak RSS of the driver and of the whole Ray process tree (sampled from /proc).
+
+Writes ``bench.json`` and ``bench.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "platform"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, throwaway clusters only
+
+SHARED = Path(os.environ.get("SHOPRANK_SHARED_DATA", REPO.parent / "shared" / "data"))
+SPEC = {
+    "name": "bench",
+    "months": [12, 1, 2],
+    "themes": ["christmas dinner", "hot chocolate and winter snacks"],
+    "segments": {"by": "category"},
+    "top_n": 100,
+}
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- /proc sampling (no psutil in the environment) ---------------------------------------
+def _tree_rss(root: int) -> int:
+    """Sum of RSS bytes of ``root`` and all its descendants."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+        stack.extend(children.get(pid, []))
+    return total
+
+
+class PeakSampler:
+    """Samples the RSS of this process tree every ``interval`` seconds; keeps the peak."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- catalogues ----------------------------------------------------------------------------
+def instacart_catalogue(work: Path, n: int | None) -> Path:
+    """Instacart products as a canonical parquet catalogue (first ``n`` items, or all)."""
+    from shoprank.data.loaders import load
+
+    path = work / f"instacart-{n or 'all'}.parquet"
+    if not path.exists():
+        src = SHARED / "instacart" / "products_noheader.csv"
+        if not src.exists():
+            sys.exit(f"needs {src} (../shared/data)")
+        cat = load(src, "instacart")["catalogue"]
+        (cat.head(n) if n else cat).write_parquet(path)
+    return path
+
+
+def synthetic_catalogue(work: Path, n: int) -> Path:
+    """A synthetic canonical catalogue of n items (shoprank.data.synth, streamed; generated once)."""
+    import polars as pl
+
+    big = work / "synth-1000000" / "catalogue.parquet"
+    path = work / f"synth-{n}.parquet"
+    if path.exists():
+        return path
+    if not big.exists():
+        print("generating the 1M-item synthetic catalogue (once) ...", flush=True)
+        subprocess.run(
+            [sys.executable, "-c", "import sys; from shoprank.data.synth import write_dataset; "
+             "write_dataset(sys.argv[1], 1_000_000, seed=0, progress=True)", str(big.parent)],
+            check=True, env={**os.environ, "PYTHONPATH": str(REPO / "platform")},
+        )  # fmt: skip
+    if n == 1_000_000:
+        return big
+    pl.scan_parquet(big).head(n).sink_parquet(path)
+    return path
+
+
+# -- measurements --------------------------------------------------------------------------
+def floor_items_per_s(catalogue: Path, shard_size: int, batch_size: int) -> dict[str, Any]:
+    """Single process, plain loop: same shards, same scorer and model, same batch size."""
+    import polars as pl
+    import torch
+    from shoprank.campaign import source
+    from shoprank.campaign.scoring import CampaignScorer
+    from shoprank.campaign.spec import parse_spec
+
+    spec = parse_spec({**SPEC, "output": "unused"})
+    t0 = time.perf_counter()
+    scorer = CampaignScorer(spec.model_dump(mode="json"), encoder="minilm", inner_batch_size=batch_size)
+    n = source.count_rows(source.scan(catalogue, "parquet"))
+    rows = 0
+    for shard in source.plan_shards(n, shard_size):
+        table = source.read_shard(str(catalogue), "parquet", shard.index, shard.start, shard.length, {}, "/tmp/q")
+        rows += pl.from_arrow(scorer(table)).height
+    dt = time.perf_counter() - t0
+    return {
+        "items": rows,
+        "seconds": round(dt, 2),
+        "items_per_s": round(rows / dt, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def ray_items_per_s(
+    catalogue: Path, out: Path, shard_size: int, batch_size: int, encoder: str, actors: int | None
+) -> dict[str, Any]:  # noqa: E501
+    from shoprank.campaign import parse_spec, run_campaign
+
+    spec = parse_spec({**SPEC, "output": str(out)})
+    t0 = time.perf_counter()
+    r = run_campaign(spec, catalogue, encoder=encoder, shard_size=shard_size, inner_batch_size=batch_size,
+                     num_actors=actors, progress=False)  # fmt: skip
+    dt = time.perf_counter() - t0
+    return {"items": r.rows, "seconds": round(dt, 2), "items_per_s": round(r.rows / dt, 1), "actors": actors}
+
+
+def bench_ray_vs_floor(work: Path, n: int | None, shard_size: int, batch_size: int) -> dict[str, Any]:
+    import ray
+
+    cat = instacart_catalogue(work, n)
+    cores = os.cpu_count() or 1
+    print(f"[1] Ray vs floor on {cat.name} (MiniLM, batch {batch_size}, shard {shard_size}, {cores} cores)", flush=True)
+    floor = floor_items_per_s(cat, shard_size, batch_size)
+    print(f"    floor: {floor}", flush=True)
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    try:
+        job = ray_items_per_s(cat, work / "out-ray", shard_size, batch_size, "minilm", cores)
+    finally:
+        ray.shutdown()
+    ratio = job["items_per_s"] / floor["items_per_s"]
+    print(f"    ray:   {job}\n    ratio ray/floor = {ratio:.2f}x (target >= 0.8x)", flush=True)
+    return {"catalogue": cat.name, "floor": floor, "ray": job, "ratio": round(ratio, 3)}
+
+
+def bench_nodes(work: Path, n: int, shard_size: int, batch_size: int) -> dict[str, Any]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cat = instacart_catalogue(work, n)
+    print(f"[2] nodes: ray.cluster_utils.Cluster, 1 CPU per node, {cat.name} (MiniLM)", flush=True)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    rows = []
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        for nodes in (1, 2):
+            if nodes == 2:
+                cluster.add_node(num_cpus=1)
+                cluster.wait_for_nodes()
+            res = ray_items_per_s(cat, work / f"out-nodes-{nodes}", shard_size, batch_size, "minilm", nodes)
+            res["nodes"] = nodes
+            rows.append(res)
+            print(f"    {nodes} node(s): {res}", flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    speedup = rows[1]["items_per_s"] / rows[0]["items_per_s"]
+    print(f"    2 nodes / 1 node = {speedup:.2f}x", flush=True)
+    return {"catalogue": cat.name, "runs": rows, "speedup_2_vs_1": round(speedup, 3)}
+
+
+def memory_child(catalogue: Path, out: Path, shard_size: int) -> None:
+    """One memory run in this (fresh) process; prints a JSON line."""
+    import ray
+
+    cores = os.cpu_count() or 1
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    with PeakSampler() as sampler:
+        res = ray_items_per_s(catalogue, out, shard_size, 256, "tiny", cores)
+    res["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    res["tree_peak_rss_mb"] = round(sampler.peak / 2**20, 1)
+    ray.shutdown()
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def bench_memory(work: Path, sizes: list[int], shard_size: int) -> dict[str, Any]:
+    print(f"[3] memory vs catalogue size (tiny encoder), sizes {sizes}", flush=True)
+    rows = []
+    for n in sizes:
+        cat = synthetic_catalogue(work, n)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(cat), "--out", str(work / f"out-mem-{n}"),
+             "--shard-size", str(shard_size)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "platform")},
+        )  # fmt: skip
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            print(proc.stdout[-3000:], proc.stderr[-3000:])
+            raise SystemExit(f"memory run for {n} items failed")
+        res = json.loads(line[-1][7:])
+        res["catalogue_items"] = n
+        rows.append(res)
+        print(f"    {n:>9} items: {res}", flush=True)
+    growth = rows[-1]["tree_peak_rss_mb"] / rows[0]["tree_peak_rss_mb"]
+    driver_growth = rows[-1]["driver_peak_rss_mb"] / rows[0]["driver_peak_rss_mb"]
+    print(f"    peak RSS {sizes[-1]} vs {sizes[0]} items: tree {growth:.2f}x, driver {driver_growth:.2f}x", flush=True)
+    return {"runs": rows, "tree_peak_growth": round(growth, 3), "driver_peak_growth": round(driver_growth, 3)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller slices (minutes on 2 cores)")
+    p.add_argument("--out", default=str(REPO / "out" / "bench" / "score_catalogue"))
+    p.add_argument("--work", default="/tmp/shoprank-bench-score-catalogue", help="cached catalogues")
+    p.add_argument("--only", choices=["floor", "nodes", "memory"], default=None)
+    p.add_argument("--shard-size", type=int, default=None)
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        memory_child(Path(args.memory_child), Path(args.out), args.shard_size or 8192)
+        return 0
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    quick = args.quick
+    results: dict[str, Any] = {"quick": quick, "cores": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    if args.only in (None, "floor"):
+        results["ray_vs_floor"] = bench_ray_vs_floor(work, 2048 if quick else None, args.shard_size or 256, 64)
+    if args.only in (None, "nodes"):
+        results["nodes"] = bench_nodes(work, 512 if quick else 4096, args.shard_size or 128, 64)
+    if args.only in (None, "memory"):
+        sizes = [50_000, 200_000, 1_000_000] if not quick else [50_000, 1_000_000]
+        results["memory"] = bench_memory(work, sizes, args.shard_size or 8192)
+    results["load_avg_end"] = os.getloadavg()
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

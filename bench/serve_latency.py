@@ -1,0 +1,252 @@
+"""Served search vs the same pipeline in-process, batching gain, and ANN recall/speed-up.
+
+    python bench/serve_latency.py            # catalogues of 10k and 100k items, ANN on 1M vectors
+    python bench/serve_latency.py --quick    # 10k items, fewer requests, ANN on 200k vectors
+
+For each catalogue size, with the real all-MiniLM-L6-v2 encoder (pretrained, no checkpoint):
+
+1. p50/p99 latency of Search over gRPC (Ray Serve, local) against SearchPipeline.handle() called
+   in this process on the same requests, at concurrency 1 and 16 -> served/in-process ratios;
+2. throughput of the served path at concurrency 16 over concurrency 1 -> the batching gain;
+
+then ANN recall@100 of the HNSW index against exact search on synthetic unit vectors of dim 384
+(clustered, like real embeddings; the output says so), with the per-query speed-up.
+
+Targets (issue 4): served p50 <= 1.5x in-process, served p99 <= 3x served p50, batching >= 3x,
+recall@100 >= 0.98. Every ratio comes from this one run; results also go to --out as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+QUERY_WORDS = [
+    "winter boots", "waterproof jacket", "summer dress", "frying pan", "garden hose", "bluetooth speaker",
+    "kids toys", "running shoes", "wool coat", "red sandals", "coffee maker", "lawn mower", "swim shorts",
+    "headphones noise cancelling", "dutch oven", "hiking boots", "rain coat", "beach towel", "desk lamp",
+    "ankle boots black", "cheap earbuds", "snow sled", "kitchen knife", "yoga mat",
+]  # fmt: skip
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def make_requests(n: int, pb2) -> list:
+    rng = np.random.default_rng(0)
+    reqs = []
+    for i in range(n):
+        text = QUERY_WORDS[i % len(QUERY_WORDS)]
+        if i % 3 == 0:
+            text += f" {['blue', 'large', 'sale', 'new', 'premium'][int(rng.integers(5))]}"
+        kw = {"query": text, "k": 10, "context": pb2.Context(month=int(rng.integers(1, 13)))}
+        if i % 4 == 0:
+            kw["filters"] = pb2.Filters(in_stock=True)
+        reqs.append(pb2.SearchRequest(**kw))
+    return reqs
+
+
+def run_load(fn, reqs: list, concurrency: int) -> tuple[list[float], float, list]:
+    """Latencies (ms) of fn(req) over reqs at the given concurrency, wall seconds, results."""
+    lat: list[float] = [0.0] * len(reqs)
+    out: list = [None] * len(reqs)
+
+    def one(i: int) -> None:
+        t = time.perf_counter()
+        out[i] = fn(reqs[i])
+        lat[i] = (time.perf_counter() - t) * 1e3
+
+    t0 = time.perf_counter()
+    if concurrency == 1:
+        for i in range(len(reqs)):
+            one(i)
+    else:
+        with ThreadPoolExecutor(concurrency) as ex:
+            list(ex.map(one, range(len(reqs))))
+    return lat, time.perf_counter() - t0, out
+
+
+def build_catalogue_index(n: int, out: Path, cache: Path) -> Path:
+    """Synthetic catalogue of n items embedded with the real MiniLM (embeddings cached)."""
+    from shoprank.model.checkpoint import load_model
+    from shoprank.model.text import item_text
+    from shoprank.retrieval.artefact import read_index_manifest, write_artefact
+    from shoprank.retrieval.synthetic import catalogue
+
+    index = out / f"index_{n}"
+    try:
+        if read_index_manifest(index)["num_items"] == n:
+            return index
+    except Exception:  # noqa: BLE001 - build it
+        pass
+    cat = catalogue(n, seed=0)
+    cache.mkdir(parents=True, exist_ok=True)
+    emb_file = cache / f"minilm_{n}.npy"
+    if emb_file.is_file():
+        emb = np.load(emb_file, allow_pickle=False)
+    else:
+        model, _ = load_model(None, encoder="minilm")
+        texts = [item_text(t, d, c) for t, d, c in cat.select("title", "description", "category_path").iter_rows()]
+        t0 = time.perf_counter()
+        emb = model.embed(texts, batch_size=256)
+        print(f"  embedded {n:,} items with MiniLM in {time.perf_counter() - t0:.0f}s", flush=True)
+        np.save(emb_file, emb, allow_pickle=False)
+    write_artefact(index, cat, emb, model_version="pretrained-minilm", encoder="minilm")
+    return index
+
+
+def bench_catalogue(n: int, args, out: Path) -> dict:
+    from shoprank.serving import server
+    from shoprank.serving.client import SearchClient
+    from shoprank.serving.config import ServingConfig
+    from shoprank.serving.pipeline import SearchPipeline
+    from shoprank.serving.protos import pb2
+
+    print(f"\n== catalogue of {n:,} items ==", flush=True)
+    index = build_catalogue_index(n, out, out / "cache")
+    serving = {"max_batch_size": 16, "batch_wait_timeout_s": 0.0}
+    reqs = make_requests(args.requests, pb2)
+    warm = make_requests(16, pb2)
+
+    # -- in-process ------------------------------------------------------------------------
+    pipe = SearchPipeline(index, encoder="minilm", config=ServingConfig(**serving))
+    run_load(lambda r: pipe.handle(r, pb2), warm, 1)
+    res: dict = {"items": n, "index_kind": pipe.retriever.index.kind}
+    inproc = {}
+    for c in (1, 16):
+        lat, wall, outs = run_load(lambda r: pipe.handle(r, pb2), reqs, c)
+        inproc[c] = {"p50": pct(lat, 50), "p99": pct(lat, 99), "qps": len(reqs) / wall}
+    inproc_top = [o.items[0].item_id for o in outs]
+    pipe = None  # free the in-process model before Serve starts its own
+
+    # -- served over gRPC ------------------------------------------------------------------
+    port = server.free_port()
+    server.start_serve(port)
+    server.deploy({"index_dir": str(index), "encoder": "minilm", "serving": serving,
+                   "torch_threads": args.torch_threads, "ingress_max_ongoing_requests": 64,
+                   "ingress_max_queued_requests": 256})  # fmt: skip
+    client = SearchClient(f"localhost:{port}", timeout=60)
+    run_load(lambda r: client.stub.Search(r, metadata=client.metadata, timeout=60), warm, 4)
+    served = {}
+    batch_sizes = {}
+    for c in (1, 16):
+        lat, wall, outs = run_load(lambda r: client.stub.Search(r, metadata=client.metadata, timeout=60), reqs, c)
+        served[c] = {"p50": pct(lat, 50), "p99": pct(lat, 99), "qps": len(reqs) / wall}
+        batch_sizes[c] = float(np.mean([o.batch_size for o in outs]))
+    served_top = [o.items[0].item_id for o in outs]
+    client.close()
+    from ray import serve
+
+    serve.shutdown()
+
+    same = float(np.mean([a == b for a, b in zip(inproc_top, served_top, strict=True)]))
+    res.update(inprocess=inproc, served=served, mean_ranker_batch=batch_sizes, same_top1=same)
+    print(f"  {'':>14} {'p50 ms':>9} {'p99 ms':>9} {'qps':>8}")
+    for c in (1, 16):
+        for name, d in (("in-process", inproc[c]), ("served gRPC", served[c])):
+            print(f"  c{c:<2} {name:<11} {d['p50']:>9.1f} {d['p99']:>9.1f} {d['qps']:>8.1f}")
+    for c in (1, 16):
+        r50 = served[c]["p50"] / inproc[c]["p50"]
+        tail = served[c]["p99"] / served[c]["p50"]
+        res[f"c{c}_served_over_inprocess_p50"] = r50
+        res[f"c{c}_served_p99_over_p50"] = tail
+        print(f"  c{c}: served p50 / in-process p50 = {r50:.2f}x (target <= 1.5x); "
+              f"served p99 / p50 = {tail:.2f}x (target <= 3x)")  # fmt: skip
+    gain = served[16]["qps"] / served[1]["qps"]
+    res["batching_gain"] = gain
+    print(f"  batching: served throughput c16 / c1 = {gain:.2f}x (target >= 3x); mean ranker batch "
+          f"c1 {batch_sizes[1]:.1f}, c16 {batch_sizes[16]:.1f}")  # fmt: skip
+    print(f"  same top-1 item in-process vs served: {same:.0%}")
+    return res
+
+
+def bench_ann(n: int, args) -> dict:
+    from shoprank.retrieval.index import build_hnsw, exact_topk
+
+    d, k, n_q = 384, 100, args.ann_queries
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(max(n // 500, 16), d)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = centres[rng.integers(0, len(centres), n_q)] + 0.5 * rng.normal(size=(n_q, d)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    print(f"\n== ANN on {n:,} synthetic unit vectors, dim {d} (clustered Gaussian, not embedded titles) ==",
+          flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    index = build_hnsw(x, m=args.hnsw_m, ef_construction=args.hnsw_ef_construction)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    exact = np.concatenate([exact_topk(q[i : i + 8], x, k)[0] for i in range(0, n_q, 8)])
+    exact_ms = (time.perf_counter() - t0) * 1e3 / n_q
+    out = {"items": n, "dim": d, "build_s": build_s, "exact_ms_per_query": exact_ms, "by_ef": {}}
+    print(f"  HNSW build (M={args.hnsw_m}, ef_construction={args.hnsw_ef_construction}): {build_s:.0f}s; "
+          f"exact search {exact_ms:.1f} ms/query")  # fmt: skip
+    for ef in args.ef:
+        index.set_ef(ef)
+        t0 = time.perf_counter()
+        labels = np.concatenate([index.knn_query(q[i : i + 1], k=k, num_threads=1)[0] for i in range(n_q)])
+        ann_ms = (time.perf_counter() - t0) * 1e3 / n_q
+        recall = float(np.mean([len(set(a) & set(e)) / k for a, e in zip(labels, exact, strict=True)]))
+        out["by_ef"][ef] = {"recall_at_100": recall, "ms_per_query": ann_ms, "speedup": exact_ms / ann_ms}
+        print(f"  ef={ef:<4} recall@100 {recall:.4f} (target >= 0.98)  {ann_ms:.2f} ms/query  "
+              f"speed-up {exact_ms / ann_ms:.1f}x over exact")  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="10k items, fewer requests, ANN on 200k vectors")
+    p.add_argument("--sizes", type=int, nargs="*", default=None)
+    p.add_argument("--requests", type=int, default=None)
+    p.add_argument("--ann-items", type=int, default=None)
+    p.add_argument("--ann-queries", type=int, default=200)
+    p.add_argument("--ef", type=int, nargs="*", default=[128, 256, 512])
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--hnsw-ef-construction", type=int, default=200)
+    p.add_argument("--torch-threads", type=int, default=None, help="torch threads per model replica")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+    p.add_argument("--skip-serving", action="store_true")
+    p.add_argument("--skip-ann", action="store_true")
+    p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "serve_latency")
+    args = p.parse_args(argv)
+    args.sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000])
+    args.requests = args.requests or (96 if args.quick else 320)
+    args.ann_items = args.ann_items or (200_000 if args.quick else 1_000_000)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} threads {torch.get_num_threads()}, "
+          f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; encoder all-MiniLM-L6-v2 (pretrained)")  # fmt: skip
+    results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    if not args.skip_serving:
+        from shoprank.serving import server
+
+        server.init_ray(num_cpus=args.num_cpus)
+        try:
+            results["catalogues"] = [bench_catalogue(n, args, args.out) for n in args.sizes]
+        finally:
+            server.shutdown()
+    if not args.skip_ann:
+        results["ann"] = bench_ann(args.ann_items, args)
+    path = args.out / "results.json"
+    path.write_text(json.dumps(results, indent=2, default=float))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""``shoprank serve``, ``shoprank search`` and ``shoprank index build``: online search from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from shoprank.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="serve search over gRPC (Ray Serve) in the foreground; Ctrl-C stops Serve and Ray",
+        description="Start a local Ray, deploy the search app behind Serve's gRPC proxy and wait. "
+        "Without --index, builds one from the demo catalogue (OUT/demo data, or a small synthetic one).",
+    )
+    s.add_argument("--checkpoint", default=None, help="model checkpoint (default: the pretrained encoder alone)")
+    s.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"], help="pretrained encoder (no checkpoint)")
+    s.add_argument("--index", default=None, help="index artefact directory (from `shoprank index build`)")
+    s.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000; the TLS port with --tls-*)")
+    s.add_argument("--plaintext-port", type=int, default=None, help="with TLS: the proxy's plaintext port")
+    s.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' (default: $SHOPRANK_TOKEN)")
+    s.add_argument("--tls-cert", default=None, help="PEM certificate for TLS")
+    s.add_argument("--tls-key", default=None, help="PEM private key for TLS")
+    s.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    s.add_argument("--name", default="shoprank", help="Serve application name (default shoprank)")
+    s.add_argument("--data", default="out/demo/data", help="demo data folder used when --index is not given")
+    s.set_defaults(func=cmd_serve)
+
+    q = sub.add_parser(
+        "search",
+        help="search over gRPC: one line per result (rank, id, title, score)",
+        description="Call a running `shoprank serve`. On error prints the gRPC status name and message and exits 1.",
+    )
+    q.add_argument("query")
+    q.add_argument("-k", type=int, default=10, help="results wanted (default 10)")
+    q.add_argument("--address", default="localhost:9000", help="host:port (default localhost:9000)")
+    q.add_argument("--token", default=os.environ.get("SHOPRANK_TOKEN"), help="bearer token ($SHOPRANK_TOKEN)")
+    q.add_argument("--tls", action="store_true", help="use TLS")
+    q.add_argument("--ca", default=None, help="CA / self-signed certificate PEM to trust (implies --tls)")
+    q.add_argument("--month", type=int, default=0, help="context month 1..12")
+    q.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE",
+                   help="filter (category, price_min, price_max, in_stock); repeatable")  # fmt: skip
+    q.add_argument("--weight", action="append", default=[], metavar="TASK=W", help="blend weight; repeatable")
+    q.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds (default 10)")
+    q.add_argument("--user-id", default=None, help="caller's user id (hashed server-side before logging)")
+    q.add_argument("--name", default="shoprank", help="Serve application name")
+    q.add_argument("--json", action="store_true", help="print the whole response as JSON")
+    q.set_defaults(func=cmd_search)
+
+    ix = sub.add_parser("index", help="search index artefacts")
+    ixs = ix.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
+    b = ixs.add_parser(
+        "build",
+        help="embed a catalogue (Ray Data) and write a versioned index artefact",
+        description="Read a catalogue with Polars (canonical parquet/csv, or --format for any loader format), "
+        "embed it on a Ray Data actor pool and write DIR atomically (embeddings.npy, items.parquet, "
+        "hnsw.bin beyond the threshold, manifest.json).",
+    )
+    b.add_argument("--catalogue", required=True, help="catalogue file (or source folder with --format)")
+    b.add_argument("--format", default=None, help="loader format (default: by extension, parquet or csv)")
+    b.add_argument("--checkpoint", default=None, help="model checkpoint (default: the pretrained encoder)")
+    b.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"])
+    b.add_argument("--out", required=True, help="artefact directory to write")
+    b.add_argument("--num-actors", type=int, default=1, help="embedding actors (default 1)")
+    b.add_argument("--hnsw-threshold", type=int, default=50_000, help="build HNSW at or above this many items")
+    b.set_defaults(func=cmd_index_build)
+
+
+# -- serve ------------------------------------------------------------------------------------
+def _default_index(args: argparse.Namespace) -> str:
+    """Build (once) an index of the demo catalogue for `shoprank serve` without --index."""
+    from shoprank.retrieval.artefact import read_index_manifest
+    from shoprank.retrieval.build import build_index
+    from shoprank.serving.pipeline import expected_model_version
+
+    out = Path("out/serve/index")
+    want = expected_model_version(args.checkpoint, args.encoder)
+    try:
+        if read_index_manifest(out).get("model_version") == want:
+            return str(out)
+    except Exception:  # noqa: BLE001 - missing or stale: rebuild
+        pass
+    data = Path(args.data) / "catalogue.parquet"
+    if data.is_file():
+        source = data
+    else:
+        from shoprank.retrieval.synthetic import catalogue
+
+        source = Path("out/serve/catalogue.parquet")
+        source.parent.mkdir(parents=True, exist_ok=True)
+        catalogue(2000).write_parquet(source)
+    print(f"building an index of {source} into {out} ...", flush=True)
+    build_index(source, out, checkpoint=args.checkpoint, encoder=args.encoder)
+    return str(out)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shoprank.serving import server
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    grpc_port = args.port
+    if args.tls_cert:
+        for f in (args.tls_cert, args.tls_key):
+            if not Path(f).is_file():
+                raise ConfigError(f"{f}: not found")
+        # Set before Ray starts: every worker (Serve's proxy included) inherits them.
+        os.environ["SHOPRANK_TLS_CERT"] = str(Path(args.tls_cert).resolve())
+        os.environ["SHOPRANK_TLS_KEY"] = str(Path(args.tls_key).resolve())
+        os.environ["SHOPRANK_TLS_PORT"] = str(args.port)
+        grpc_port = args.plaintext_port or server.free_port()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        print(f"\nshoprank serve: {signal.Signals(signum).name}, shutting down ...", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        server.init_ray(num_cpus=args.num_cpus)
+        index = args.index or _default_index(args)
+        server.start_serve(grpc_port)
+        app_args = {"index_dir": str(Path(index).resolve()), "encoder": args.encoder}
+        if args.checkpoint:
+            app_args["checkpoint"] = str(Path(args.checkpoint).resolve())
+        if args.token:
+            app_args["token"] = args.token
+        server.deploy(app_args, name=args.name)
+        where = f"TLS on :{args.port} (plaintext :{grpc_port})" if args.tls_cert else f":{grpc_port}"
+        auth = "bearer token required" if (args.token or os.environ.get("SHOPRANK_TOKEN")) else "no auth"
+        print(f"shoprank serving app {args.name!r} over gRPC {where}, {auth}; index {index}. Ctrl-C to stop.",
+              flush=True)  # fmt: skip
+        print(f'try: shoprank search "winter boots" -k 10 --address localhost:{args.port}', flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        print("shoprank serve: Serve and Ray stopped.", flush=True)
+    return 0
+
+
+# -- search -----------------------------------------------------------------------------------
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for it in items:
+        name, sep, value = it.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--{what} {it!r}: expected NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from shoprank.serving.client import SearchClient, SearchError
+
+    filters = _pairs(args.filter, "filter")
+    weights = {}
+    for name, value in _pairs(args.weight, "weight").items():
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--weight {name}={value}: not a number") from None
+    client = SearchClient(
+        args.address, application=args.name, token=args.token, tls=args.tls or bool(args.ca), ca_file=args.ca,
+        timeout=args.timeout,
+    )  # fmt: skip
+    try:
+        resp = client.search(
+            args.query, args.k, month=args.month, filters=filters or None, blend_weights=weights or None,
+            user_id=args.user_id,
+        )  # fmt: skip
+    except SearchError as e:
+        print(f"{e.code}: {e.message}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(resp), indent=2))
+        return 0
+    for item in resp.items:
+        print(f"{item.rank:>3}  {item.item_id:<14} {item.title[:60]:<60} {item.score:.4f}")
+    zs = ", zero-shot" if resp.intent.zero_shot else ""
+    print(
+        f"# intent {resp.intent.label or '-'} ({resp.intent.confidence:.2f}{zs})"
+        f" | model {resp.model_version} | index {resp.index_version} | {resp.timings_ms.get('total', 0):.1f} ms",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# -- index build ------------------------------------------------------------------------------
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from shoprank.retrieval.build import build_index
+    from shoprank.serving import server
+
+    server.init_ray()
+    try:
+        m = build_index(
+            args.catalogue, args.out, checkpoint=args.checkpoint, encoder=args.encoder, fmt=args.format,
+            num_actors=args.num_actors, hnsw_threshold=args.hnsw_threshold,
+        )  # fmt: skip
+    finally:
+        import ray
+
+        ray.shutdown()
+    ann = "hnsw" if m.get("hnsw") else "exact"
+    print(f"wrote {args.out}: {m['num_items']:,} items, dim {m['dim']}, {ann} search, "
+          f"index_version {m['index_version']}, model {m['model_version']} ({m['total_seconds']}s)")  # fmt: skip
+    return 0

@@ -1,0 +1,57 @@
+"""``shoprank train``: multi-task fine-tuning on Ray Train, locally or submitted to a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune the multi-task model (Ray Train; locally or on a cluster)",
+        description="Run jobs/train.py: build per-task examples from the config's sources, train with Ray Train "
+        "(TorchTrainer, DDP), checkpoint every epoch and resume from OUT after a kill. Without --address it runs "
+        "on a local Ray; with --address it is submitted through the Ray Job Submission API.",
+    )
+    p.add_argument("--config", required=True, help="training YAML, e.g. configs/reference.yaml")
+    p.add_argument("--out", required=True, help="output directory (checkpoints, OUT/model, history, plots)")
+    p.add_argument("--address", default=None, help="Ray job server (e.g. http://head:8265 or 'auto') to submit to")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the config's num_workers)")
+    p.add_argument("--no-follow", action="store_true", help="with --address: return after submitting")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.address:
+        from shoprank.cli.jobs import submit_job
+
+        cmd = ["python", "-m", "jobs.train", "--config", args.config, "--out", args.out]
+        if args.workers:
+            cmd += ["--workers", str(args.workers)]
+        entry = "PYTHONPATH=platform:$PYTHONPATH " + shlex.join(cmd)
+        return submit_job(args.address, entry, follow=not args.no_follow)
+
+    import sys
+
+    from shoprank.cli.jobs import REPO_ROOT
+    from shoprank.train.config import load_config
+
+    if str(REPO_ROOT) not in sys.path:  # jobs/ lives at the repository root, next to platform/
+        sys.path.insert(0, str(REPO_ROOT))
+    from jobs.train import train
+
+    cfg = load_config(args.config)
+    res = train(cfg, args.out, workers=args.workers)
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(res.checkpoint),
+                "best_epoch": res.best_epoch,
+                "epochs": [h["epoch"] for h in res.history],
+                "wall_seconds": round(res.wall_seconds, 1),
+            }
+        )
+    )
+    return 0

@@ -1,0 +1,391 @@
+"""``shoprank eval``: a checkpoint's per-task metrics on held-out splits, against baselines.
+
+Three entry points:
+
+- ``evaluate_checkpoint(ckpt)``: rebuilds the training data from the checkpoint's own config
+  (same deterministic splits) and reports every task on its *test* split, per source;
+- ``evaluate_judgements(ckpt, csv)``: graded nDCG@10 per query and Spearman on any
+  ``query, product_title[, product_description], label`` file;
+- ``evaluate_clicks(ckpt, clicks, catalogue)``: MAP@5 and recall@100 on a Best Buy format log.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from shoprank.errors import DataError
+from shoprank.eval import metrics as M
+from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, normalize_query, score_pairs_bm25
+from shoprank.eval.tasks import class_logits, embed_unique, numeric, pair_raw, retrieval_metrics
+from shoprank.model.checkpoint import load_checkpoint, load_model, model_version
+from shoprank.model.features import month_features
+from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.text import item_text
+
+MAX_EVAL_ROWS = 4000
+# Best Buy lookup: clicks decay with a 7-day half-life; single words back off unseen queries.
+# Chosen on the validation period (train -> val), then fixed for the test period.
+LOOKUP_HALF_LIFE_DAYS = 7.0
+LOOKUP_WORD_WEIGHT = 0.1
+MODEL_BLEND_WEIGHT = 0.05
+
+
+def _source_of(df: pl.DataFrame) -> pl.Series:
+    return df["group"].str.split_exact(":", 1).struct.field("field_0")
+
+
+def _cap(df: pl.DataFrame, n: int | None, seed: int = 0) -> pl.DataFrame:
+    """At most ``n`` rows, keeping whole groups (queries) together."""
+    if not n or df.height <= n:
+        return df
+    groups = df["group"].unique(maintain_order=True).sort()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(groups.len())
+    keep, total = [], 0
+    sizes = dict(df.group_by("group").len().iter_rows())
+    for i in order:
+        g = groups[int(i)]
+        keep.append(g)
+        total += sizes[g]
+        if total >= n:
+            break
+    return df.filter(pl.col("group").is_in(keep))
+
+
+# -- ranking a catalogue --------------------------------------------------------------------
+@torch.inference_mode()
+def rank_catalogue(
+    model: MultiTaskModel, queries: list[str], items: pl.DataFrame, k: int = 100, head: str | None = None
+) -> dict[str, list[str]]:
+    """Top-k catalogue ``item_id`` per query by the best trained head (click, then relevance),
+    falling back to cosine similarity (zero-shot)."""
+    model.eval()
+    if head is None:
+        head = next((t for t in ("click", "relevance") if model.is_trained(t)), "similarity")
+    iemb = embed_unique(model, items["item"].to_list())
+    qemb = embed_unique(model, queries)
+    ids = items["item_id"].to_list()
+    dev = model.device
+    it = torch.as_tensor(iemb, device=dev)
+    num = torch.as_tensor(numeric(items), device=dev)
+    mon = torch.as_tensor(month_features(np.zeros(items.height, dtype=np.int64)), device=dev)
+    out: dict[str, list[str]] = {}
+    kk = min(k, len(ids))
+    for n, q in enumerate(queries):
+        qv = torch.as_tensor(qemb[n], device=dev)
+        if head == "similarity":
+            s = it @ qv
+        else:
+            s = model.pair_outputs(qv, it, num, mon)[head]
+        top = torch.topk(s.float(), kk).indices.cpu().numpy()
+        out[q] = [ids[i] for i in top]
+    return out
+
+
+def catalogue_items(cat: pl.DataFrame) -> pl.DataFrame:
+    """item_id, item text and numeric columns of a canonical catalogue."""
+    from shoprank.train.tasks import catalogue_view
+
+    return catalogue_view(cat)
+
+
+def click_ranking_metrics(
+    systems: dict[str, Callable[[list[str]], dict[str, list[str]]]], test: pl.DataFrame
+) -> dict[str, dict[str, float]]:
+    """MAP@5 and recall@100 for each system over test clicks (one relevant item per click)."""
+    queries = list(dict.fromkeys(test["query"].to_list()))
+    rel = [[i] for i in test["item_id"].to_list()]
+    out = {}
+    for name, fn in systems.items():
+        ranked = fn(queries)
+        lists = [ranked.get(q, []) for q in test["query"].to_list()]
+        out[name] = {"map@5": M.map_at_k(rel, lists, 5), "recall@100": M.mean_recall_at_k(rel, lists, 100)}
+    return out
+
+
+# -- the checkpoint report --------------------------------------------------------------------
+def _row(task: str, source: str, metric: str, **values: float) -> dict[str, Any]:
+    return {"task": task, "source": source, "metric": metric, **{k: float(v) for k, v in values.items()}}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    baselines: bool = True,
+    max_rows: int | None = MAX_EVAL_ROWS,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Every trained task on its held-out test split, per source, with baselines."""
+    from shoprank.train.config import TrainConfig
+    from shoprank.train.tasks import build_task_data, time_split
+
+    t0 = time.perf_counter()
+    model, manifest = load_checkpoint(checkpoint, device)
+    if "train_config" not in manifest:
+        raise DataError(f"{checkpoint}: manifest has no train_config; pass --judgements or --clicks instead")
+    cfg = TrainConfig.model_validate(manifest["train_config"])
+    data = build_task_data(cfg)
+    zs = load_model(None, encoder=cfg.model.encoder, device=device)[0] if baselines else None
+    rows: list[dict[str, Any]] = []
+    say = log or (lambda s: None)
+    for task in cfg.tasks:
+        if not model.is_trained(task):
+            continue
+        test_all, train_all = data.split(task, "test"), data.split(task, "train")
+        for source in sorted(set(_source_of(test_all).to_list())):
+            test = _cap(test_all.filter(_source_of(test_all) == source), max_rows, cfg.seed)
+            train = train_all.filter(_source_of(train_all) == source)
+            say(f"eval {task}/{source}: {test.height} test rows")
+            rows.extend(_task_rows(model, zs, task, source, test, train))
+        if task == "click":
+            for source in cfg.tasks["click"].sources:
+                frames = data.frames[source]
+                ev, cat = frames.get("events"), frames.get("catalogue")
+                if ev is None or cat is None or (ev["event_type"] == "impression").any():
+                    continue  # MAP@5 is defined here for click-only logs (the Best Buy format)
+                ev = ev.filter(pl.col("event_type") == "click").with_columns(pl.col("item_id").cast(pl.Utf8))
+                ev = ev.with_columns(time_split(ev["timestamp"], cfg.split))
+                items = catalogue_items(cat)
+                ev = ev.filter(pl.col("item_id").is_in(items["item_id"].implode()))
+                test = ev.filter(pl.col("split") == "test")
+                train = ev.filter(pl.col("split") != "test")
+                say(f"eval click ranking/{source}: {test.height} test clicks, time split")
+                res = click_ranking(model, zs, train, test, items)
+                for metric in ("map@5", "recall@100"):
+                    rows.append(_row("click", source, metric, **{s: v[metric] for s, v in res.items()}))
+    metrics = {f"{r['task']}/{r['source']}/{r['metric']}": r.get("model", float("nan")) for r in rows}
+    return {
+        "checkpoint": str(checkpoint),
+        "model_version": model_version(manifest),
+        "trained_tasks": sorted(model.trained_tasks),
+        "split": "test",
+        "metrics": metrics,
+        "table": rows,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def click_ranking(
+    model: MultiTaskModel, zs: MultiTaskModel | None, train: pl.DataFrame, test: pl.DataFrame, items: pl.DataFrame
+) -> dict[str, dict[str, float]]:
+    lookup = QueryLookup(train["query"].to_list(), train["item_id"].to_list())
+    recent = QueryLookup(
+        train["query"].to_list(),
+        train["item_id"].to_list(),
+        train["timestamp"].to_list(),
+        half_life_days=LOOKUP_HALF_LIFE_DAYS,
+        word_weight=LOOKUP_WORD_WEIGHT,
+    )
+    test = test.with_columns(pl.col("query").map_elements(normalize_query, return_dtype=pl.Utf8))
+    model_rank: dict[str, list[str]] = {}
+
+    def model_fn(qs: list[str]) -> dict[str, list[str]]:
+        model_rank.update(rank_catalogue(model, qs, items))
+        return model_rank
+
+    systems: dict[str, Callable[[list[str]], dict[str, list[str]]]] = {"model": model_fn}
+    systems["lookup+model"] = lambda qs: {
+        q: blend(recent.scores(q), model_rank[q], MODEL_BLEND_WEIGHT, 100) for q in qs
+    }
+    systems["lookup"] = lambda qs: {q: back_off(lookup.rank(q, 100), lookup.popular(100), 100) for q in qs}
+    systems["lookup_recency_words"] = lambda qs: {
+        q: back_off(recent.rank(q, 100), recent.popular(100), 100) for q in qs
+    }
+    systems["popularity"] = lambda qs: {q: lookup.popular(100) for q in qs}
+    docs = items["item"].to_list()
+    ids = items["item_id"].to_list()
+    bm = BM25(docs)
+    systems["bm25"] = lambda qs: {q: [ids[i] for i in np.argsort(-bm.scores(q), kind="stable")[:100]] for q in qs}
+    if zs is not None:
+        zs_rank: dict[str, list[str]] = {}
+
+        def zs_fn(qs: list[str]) -> dict[str, list[str]]:
+            zs_rank.update(rank_catalogue(zs, qs, items, head="similarity"))
+            return zs_rank
+
+        systems["zero_shot"] = zs_fn
+        systems["lookup+zero_shot"] = lambda qs: {
+            q: blend(recent.scores(q), zs_rank[q], MODEL_BLEND_WEIGHT, 100) for q in qs
+        }
+    return click_ranking_metrics(systems, test)
+
+
+def _task_rows(
+    model: MultiTaskModel, zs: MultiTaskModel | None, task: str, source: str, test: pl.DataFrame, train: pl.DataFrame
+) -> list[dict[str, Any]]:
+    y = test["label"].to_numpy()
+    rows = []
+    if task in ("intent", "category", "season"):
+        pred = class_logits(model, task, test).argmax(1)
+        majority = int(train["label"].mode().sort()[0]) if train.height else 0
+        base = np.full_like(pred, majority)
+        rows.append(
+            _row(
+                task,
+                source,
+                "accuracy",
+                model=M.accuracy(y.astype(int), pred),
+                majority=M.accuracy(y.astype(int), base),
+            )
+        )
+        rows.append(
+            _row(
+                task,
+                source,
+                "macro_f1",
+                model=M.macro_f1(y.astype(int), pred),
+                majority=M.macro_f1(y.astype(int), base),
+            )
+        )
+        if zs is not None and task == "intent":
+            names = list(model.label_maps[task])
+            protos = zs.embed([n.split(">")[-1].strip() for n in names])
+            q = embed_unique(zs, test["query"].to_list())
+            zpred = (q @ protos.T).argmax(1)
+            rows[-2]["zero_shot"] = M.accuracy(y.astype(int), zpred)
+            rows[-1]["zero_shot"] = M.macro_f1(y.astype(int), zpred)
+        return rows
+    if task == "retrieval":
+        m = retrieval_metrics(model, test)
+        z = retrieval_metrics(zs, test) if zs is not None else {}
+        for k in ("recall@10", "mrr"):
+            rows.append(_row(task, source, k, model=m[k], **({"zero_shot": z[k]} if z else {})))
+        return rows
+    raw = pair_raw(model, task, test)
+    if task == "click":
+        p = 1.0 / (1.0 + np.exp(-raw))
+        rows.append(_row(task, source, "auc", model=M.roc_auc(y, p)))
+        return rows
+    pred = np.clip(raw, 0.0, 1.0)
+    if task == "relevance":
+        mean = float(train["label"].mean()) if train.height else 0.5
+        rows.append(_row(task, source, "rmse", model=M.rmse(y, pred), mean_predictor=M.rmse(y, np.full_like(y, mean))))
+        g = test["group"].to_numpy()
+        extra = {"bm25": M.mean_ndcg_at_k(g, y, score_pairs_bm25(test["query"].to_list(), test["item"].to_list()), 10)}
+        if zs is not None:
+            qe, ie = embed_unique(zs, test["query"].to_list()), embed_unique(zs, test["item"].to_list())
+            extra["zero_shot"] = M.mean_ndcg_at_k(g, y, (qe * ie).sum(1), 10)
+        rows.append(_row(task, source, "ndcg@10", model=M.mean_ndcg_at_k(g, y, pred, 10), **extra))
+        return rows
+    if task == "demand":
+        prof = train.group_by("month").agg(pl.col("label").mean()).sort("month")
+        prof_map = dict(zip(prof["month"].to_list(), prof["label"].to_list(), strict=True))
+        naive = np.array([prof_map.get(m, 1.0 / 12) for m in test["month"].to_list()])
+        rows.append(
+            _row(
+                task,
+                source,
+                "rmse",
+                model=M.rmse(y, pred),
+                seasonal_naive=M.rmse(y, naive),
+                uniform=M.rmse(y, np.full_like(y, 1.0 / 12)),
+            )
+        )
+    return rows
+
+
+# -- generic inputs ---------------------------------------------------------------------------
+def _model(checkpoint: str | Path, device: str) -> MultiTaskModel:
+    return load_checkpoint(checkpoint, device)[0]
+
+
+@torch.inference_mode()
+def evaluate_judgements(checkpoint: str | Path, path: str | Path, device: str = "cpu") -> dict[str, float]:
+    """nDCG@10 per query (mean) and Spearman between the model's score and the label."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pl.read_csv(path, infer_schema_length=10000, encoding="utf8-lossy")
+    except pl.exceptions.PolarsError as e:
+        raise DataError(f"{path}: cannot read CSV ({e})") from None
+    missing = [c for c in ("query", "product_title", "label") if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; need query, product_title, label")
+    try:
+        label = df["label"].cast(pl.Float64, strict=True)
+    except pl.exceptions.PolarsError:
+        raise DataError(f"{path}: column 'label' must be numeric") from None
+    desc = df["product_description"].to_list() if "product_description" in df.columns else [None] * df.height
+    items = [item_text(t, d) for t, d in zip(df["product_title"].to_list(), desc, strict=True)]
+    queries = [str(q or "") for q in df["query"].to_list()]
+    model = _model(checkpoint, device)
+    frame = pl.DataFrame(
+        {
+            "query": queries,
+            "item": items,
+            "price": [None] * df.height,
+            "rating": [None] * df.height,
+            "popularity": [0.0] * df.height,
+            "month": [0] * df.height,
+        },
+        schema_overrides={"price": pl.Float64, "rating": pl.Float64, "month": pl.Int32},
+    )
+    if model.is_trained("relevance"):
+        score, head = pair_raw(model, "relevance", frame), "relevance"
+    else:
+        score, head = (embed_unique(model, queries) * embed_unique(model, items)).sum(1), "similarity"
+    y = label.to_numpy()
+    return {
+        "ndcg@10": M.mean_ndcg_at_k(np.asarray(queries), y, score, 10),
+        "spearman": M.spearman(score, y),
+        "pairs": float(df.height),
+        "queries": float(len(set(queries))),
+        "head": head,  # type: ignore[dict-item]
+    }
+
+
+def evaluate_clicks(
+    checkpoint: str | Path, clicks: str | Path, catalogue: str | Path, device: str = "cpu"
+) -> dict[str, float]:
+    """MAP@5 and recall@100 of the model's ranking of the catalogue for every logged click."""
+    from shoprank.data import loaders
+
+    cat_fmt = "bestbuy-products" if str(catalogue).endswith((".xml", ".zip")) else "canonical"
+    cat = loaders.load(catalogue, cat_fmt).frames.get("catalogue")
+    ev = loaders.load(clicks, "bestbuy-clicks").frames.get("events")
+    if cat is None or ev is None:
+        raise DataError(f"{clicks} / {catalogue}: need a click log and a product catalogue")
+    items = catalogue_items(cat)
+    ev = ev.filter(pl.col("event_type") == "click").with_columns(pl.col("item_id").cast(pl.Utf8))
+    known = ev.filter(pl.col("item_id").is_in(items["item_id"].implode()))
+    model = _model(checkpoint, device)
+    queries = [normalize_query(q) for q in known["query"].to_list()]
+    ranked = rank_catalogue(model, list(dict.fromkeys(queries)), items)
+    lists = [ranked[q] for q in queries]
+    rel = [[i] for i in known["item_id"].to_list()]
+    return {
+        "map@5": M.map_at_k(rel, lists, 5),
+        "recall@100": M.mean_recall_at_k(rel, lists, 100),
+        "clicks": float(known.height),
+        "clicks_unknown_item": float(ev.height - known.height),
+        "queries": float(len(set(queries))),
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    from shoprank.eval.report import markdown_table
+
+    systems = list(dict.fromkeys(k for r in rows for k in r if k not in ("task", "source", "metric")))
+    systems = ["model"] + [s for s in systems if s != "model"]
+    return markdown_table(rows, ["task", "source", "metric", *systems])
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe: NaN -> None."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clean(v) for v in obj]
+    return obj

@@ -1,0 +1,95 @@
+"""The serving part of ``shoprank demo``: build an index, serve it over gRPC, search, shut down.
+
+    from shoprank.serving.demo import run_demo_serving
+    run_demo_serving("out/demo/data", "out/demo", checkpoint=None)
+
+or, as a demo stage, append ``("build the index, serve and search over gRPC", stage_serve)`` to
+``shoprank.cli.demo.STAGES`` (it reads ``ctx.state["checkpoint"]`` when training ran before).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+DEMO_QUERIES: list[tuple[str, dict[str, Any]]] = [
+    ("winter boots", {"month": 12}),
+    ("summer dress", {"month": 7}),
+    ("frying pan", {"filters": {"in_stock": True}}),
+    ("bluetooth headphones", {"filters": {"price_max": 100.0}}),
+]
+
+
+def run_demo_serving(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    encoder: str = "minilm",
+    k: int = 5,
+    queries: list[tuple[str, dict[str, Any]]] | None = None,
+    num_actors: int = 1,
+) -> dict[str, Any]:
+    """Index ``data_dir/catalogue.parquet`` into ``out_dir/index``, serve it, run searches over gRPC.
+
+    Returns a summary (versions, port, per-query top results). Ray is started if needed and
+    shut down again only if this function started it; Serve is always shut down.
+    """
+    import ray
+
+    from shoprank.retrieval.build import build_index
+    from shoprank.serving import server
+    from shoprank.serving.client import SearchClient
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    catalogue = data_dir / "catalogue.parquet" if data_dir.is_dir() else data_dir
+    started_ray = not ray.is_initialized()
+    server.init_ray()
+    summary: dict[str, Any] = {"queries": []}
+    try:
+        t0 = time.perf_counter()
+        m = build_index(catalogue, out_dir / "index", checkpoint=str(checkpoint) if checkpoint else None,
+                        encoder=encoder, num_actors=num_actors)  # fmt: skip
+        print(f"  index {m['index_version']}: {m['num_items']:,} items, dim {m['dim']}, "
+              f"{'hnsw' if m.get('hnsw') else 'exact'} search, model {m['model_version']} "
+              f"({time.perf_counter() - t0:.1f}s, Ray Data)")  # fmt: skip
+        port = server.free_port()
+        t0 = time.perf_counter()
+        server.start_serve(port)
+        app_args: dict[str, Any] = {"index_dir": str((out_dir / "index").resolve()), "encoder": encoder}
+        if checkpoint:
+            app_args["checkpoint"] = str(Path(checkpoint).resolve())
+        server.deploy(app_args)
+        print(f"  serving over gRPC on localhost:{port} ({time.perf_counter() - t0:.1f}s to start)")
+        summary.update(port=port, index_version=m["index_version"], model_version=m["model_version"])
+        with SearchClient(f"localhost:{port}", timeout=30) as client:
+            print(f"  health: {client.health()}")
+            for text, opts in queries or DEMO_QUERIES:
+                resp = client.search(text, k, user_id="demo-user", **opts)
+                zs = ", zero-shot" if resp.intent.zero_shot else ""
+                print(f'  search "{text}" {opts or ""} -> intent {resp.intent.label} '
+                      f"({resp.intent.confidence:.2f}{zs}), {resp.timings_ms['total']:.0f} ms")  # fmt: skip
+                for it in resp.items:
+                    print(f"    {it.rank:>2}  {it.item_id:<14} {it.title[:55]:<55} {it.score:.3f}")
+                summary["queries"].append(
+                    {"query": text, "top": [it.item_id for it in resp.items], "intent": resp.intent.label}
+                )
+            if resp.zero_shot_tasks:
+                print(f"  zero-shot scores (no trained head): {', '.join(resp.zero_shot_tasks)}")
+            print(f"  served by model {resp.model_version}, index {resp.index_version}")
+    finally:
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+        if started_ray:
+            ray.shutdown()
+    return summary
+
+
+def stage_serve(ctx: Any) -> None:
+    """``shoprank demo`` stage: index the demo catalogue, serve it and search over gRPC."""
+    run_demo_serving(ctx.data_dir, ctx.out, ctx.state.get("checkpoint"))

@@ -1,0 +1,76 @@
+"""Start and stop the Serve application locally: used by ``shoprank serve``, the demo and the tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from shoprank.serving.client import DEFAULT_APPLICATION
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+log = logging.getLogger("shoprank.serving")
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on this machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_deployments_importable() -> None:
+    """``deployments/`` sits at the repository root, next to ``platform/``; put the root on sys.path."""
+    if str(REPO_ROOT) not in sys.path and (REPO_ROOT / "deployments" / "app.py").is_file():
+        sys.path.insert(0, str(REPO_ROOT))
+
+
+def start_serve(grpc_port: int, http_port: int | None = None) -> None:
+    """Start Serve (Ray must be initialised) with the gRPC proxy on ``grpc_port``."""
+    from ray import serve
+    from ray.serve.config import HTTPOptions, gRPCOptions
+
+    ensure_deployments_importable()
+    import shoprank.serving.protos  # noqa: F401 - generate the code before the proxy imports it
+    from deployments.app import GRPC_SERVICER_FUNCTIONS
+
+    serve.start(
+        http_options=HTTPOptions(host="127.0.0.1", port=http_port or free_port()),
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=GRPC_SERVICER_FUNCTIONS),
+    )
+
+
+def deploy(app_args: dict[str, Any], name: str = DEFAULT_APPLICATION, blocking: bool = False) -> None:
+    """Deploy (or roll out a new version of) the search app; returns once it is running."""
+    from ray import serve
+
+    ensure_deployments_importable()
+    from deployments.app import build_app
+
+    serve.run(build_app(app_args), name=name, route_prefix=f"/{name}", blocking=blocking)
+
+
+def init_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
+    """A local Ray for serving (no dashboard), unless one is already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, **kwargs)
+
+
+def shutdown() -> None:
+    """Stop Serve, then Ray (each best effort)."""
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    except Exception as e:  # noqa: BLE001 - shutting down anyway
+        log.warning("serve.shutdown failed: %s", e)
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,90 @@
+"""A tiny multi-task run on a real local Ray with 2 workers: fault after epoch 2, resume, load, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from shoprank.model import load_checkpoint
+from shoprank.train.config import load_config
+from shoprank.train.loop import read_train_state
+from shoprank.train.tasks import build_task_data
+
+from jobs.train import epoch_checkpoints, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_local, tmp_path_factory):
+    cfg = load_config(REPO / "configs" / "tiny.yaml", base=REPO)
+    assert cfg.epochs == 3 and cfg.num_workers == 2
+    data = build_task_data(cfg)
+    out = tmp_path_factory.mktemp("tiny-train")
+    with pytest.raises(Exception, match="injected fault after epoch 2"):
+        train(cfg, out, workers=2, fault_after_epoch=2, data=data)
+    before = [read_train_state(d)[0]["epoch"] for d in epoch_checkpoints(out)]
+    first_history = read_train_state(epoch_checkpoints(out)[-1])[0]["history"]
+    res = train(cfg, out, workers=2, data=data)  # same command again: resumes
+    return cfg, out, res, before, first_history
+
+
+def test_killed_run_resumes_without_lost_or_repeated_epochs(tiny_run):
+    cfg, out, res, before, first_history = tiny_run
+    assert before == [1, 2]
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    # epochs 1-2 are the ones recorded before the fault, not re-run
+    assert res.history[:2] == first_history
+    assert [read_train_state(d)[0]["epoch"] for d in epoch_checkpoints(out)] == [1, 2, 3]
+    assert res.history[-1]["global_step"] == 3 * cfg.steps_per_epoch
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["epochs_run"] == [1, 2, 3]
+    assert (out / "loss_per_task.png").stat().st_size > 0 and (out / "val_metrics.png").is_file()
+
+
+def test_checkpoint_loads_with_label_maps_and_trained_tasks(tiny_run):
+    cfg, out, res, *_ = tiny_run
+    model, manifest = load_checkpoint(res.checkpoint)
+    assert set(manifest["trained_tasks"]) == set(cfg.tasks)  # round robin: every task got steps
+    assert set(manifest["label_maps"]) == {"intent", "category", "season"}
+    assert manifest["data_fingerprints"]["synth"]["rows"]["catalogue"] == 300
+    assert manifest["train_config"]["epochs"] == 3
+    assert model.embed(["red shoe"]).shape == (1, model.encoder.dim)
+
+
+def test_eval_reports_every_task(tiny_run):
+    from shoprank.eval.runner import evaluate_checkpoint
+
+    _, _, res, *_ = tiny_run
+    report = evaluate_checkpoint(res.checkpoint, baselines=False, max_rows=100)
+    keys = set(report["metrics"])
+    for k in (
+        "relevance/synth/ndcg@10",
+        "relevance/synth/rmse",
+        "intent/synth/accuracy",
+        "season/synth/accuracy",
+        "category/synth/macro_f1",
+        "demand/synth/rmse",
+        "click/synth/auc",
+        "retrieval/synth/recall@10",
+    ):
+        assert k in keys, k
+
+
+def test_eval_cli_judgements_json(tiny_run, tmp_path, capsys):
+    from shoprank.cli import main
+
+    _, _, res, *_ = tiny_run
+    path = tmp_path / "j.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["query", "product_title", "product_description", "label"])
+        for q in ("red shoe", "winter coat"):
+            for n, t in enumerate(("red running shoe", "wool winter coat", "garden hose")):
+                w.writerow([q, t, "", float(n)])
+    assert main(["eval", str(res.checkpoint), "--judgements", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"ndcg@10", "spearman", "pairs", "queries"} <= set(out) and out["pairs"] == 6
+    assert main(["eval", str(tmp_path / "nope"), "--judgements", str(path)]) == 2  # not a checkpoint: one-line error
