@@ -37,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, throwaway clusters only
+os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")  # busy 2-core machines start nodes slowly
 
 SHARED = Path(os.environ.get("SHOPRANK_SHARED_DATA", REPO.parent / "shared" / "data"))
 SPEC = {
@@ -160,16 +161,24 @@ def floor_items_per_s(catalogue: Path, shard_size: int, batch_size: int) -> dict
 
 
 def ray_items_per_s(
-    catalogue: Path, out: Path, shard_size: int, batch_size: int, encoder: str, actors: int | None
-) -> dict[str, Any]:  # noqa: E501
+    catalogue: Path,
+    out: Path,
+    shard_size: int,
+    batch_size: int,
+    encoder: str,
+    actors: int | None,
+    max_shards: int | None = None,
+) -> dict[str, Any]:
     from shoprank.campaign import parse_spec, run_campaign
 
     spec = parse_spec({**SPEC, "output": str(out)})
     t0 = time.perf_counter()
     r = run_campaign(spec, catalogue, encoder=encoder, shard_size=shard_size, inner_batch_size=batch_size,
-                     num_actors=actors, progress=False)  # fmt: skip
+                     num_actors=actors, progress=False, stop_after_shards=max_shards)  # fmt: skip
     dt = time.perf_counter() - t0
-    return {"items": r.rows, "seconds": round(dt, 2), "items_per_s": round(r.rows / dt, 1), "actors": actors}
+    items = r.rows if r.complete else min(r.rows, r.shards_computed * shard_size)
+    return {"items": items, "seconds": round(dt, 2), "items_per_s": round(items / dt, 1), "actors": actors,
+            "complete": r.complete, "shards_scored": r.shards_computed, "shards_total": r.shards_total}  # fmt: skip
 
 
 def bench_ray_vs_floor(work: Path, n: int | None, shard_size: int, batch_size: int) -> dict[str, Any]:
@@ -216,28 +225,29 @@ def bench_nodes(work: Path, n: int, shard_size: int, batch_size: int) -> dict[st
     return {"catalogue": cat.name, "runs": rows, "speedup_2_vs_1": round(speedup, 3)}
 
 
-def memory_child(catalogue: Path, out: Path, shard_size: int) -> None:
+def memory_child(catalogue: Path, out: Path, shard_size: int, max_shards: int | None) -> None:
     """One memory run in this (fresh) process; prints a JSON line."""
     import ray
 
     cores = os.cpu_count() or 1
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     with PeakSampler() as sampler:
-        res = ray_items_per_s(catalogue, out, shard_size, 256, "tiny", cores)
+        res = ray_items_per_s(catalogue, out, shard_size, 256, "tiny", cores, max_shards)
     res["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     res["tree_peak_rss_mb"] = round(sampler.peak / 2**20, 1)
     ray.shutdown()
     print("RESULT " + json.dumps(res), flush=True)
 
 
-def bench_memory(work: Path, sizes: list[int], shard_size: int) -> dict[str, Any]:
-    print(f"[3] memory vs catalogue size (tiny encoder), sizes {sizes}", flush=True)
+def bench_memory(work: Path, sizes: list[int], shard_size: int, max_shards: int) -> dict[str, Any]:
+    what = f"first {max_shards} shards of each" if max_shards else "whole catalogues"
+    print(f"[3] memory vs catalogue size (tiny encoder), sizes {sizes}, {what}", flush=True)
     rows = []
     for n in sizes:
         cat = synthetic_catalogue(work, n)
         proc = subprocess.run(
             [sys.executable, __file__, "--memory-child", str(cat), "--out", str(work / f"out-mem-{n}"),
-             "--shard-size", str(shard_size)],
+             "--shard-size", str(shard_size), "--memory-shards", str(max_shards)],
             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "platform")},
         )  # fmt: skip
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -251,7 +261,12 @@ def bench_memory(work: Path, sizes: list[int], shard_size: int) -> dict[str, Any
     growth = rows[-1]["tree_peak_rss_mb"] / rows[0]["tree_peak_rss_mb"]
     driver_growth = rows[-1]["driver_peak_rss_mb"] / rows[0]["driver_peak_rss_mb"]
     print(f"    peak RSS {sizes[-1]} vs {sizes[0]} items: tree {growth:.2f}x, driver {driver_growth:.2f}x", flush=True)
-    return {"runs": rows, "tree_peak_growth": round(growth, 3), "driver_peak_growth": round(driver_growth, 3)}
+    return {
+        "max_shards": max_shards or None,
+        "runs": rows,
+        "tree_peak_growth": round(growth, 3),
+        "driver_peak_growth": round(driver_growth, 3),
+    }
 
 
 def main() -> int:
@@ -261,10 +276,11 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/shoprank-bench-score-catalogue", help="cached catalogues")
     p.add_argument("--only", choices=["floor", "nodes", "memory"], default=None)
     p.add_argument("--shard-size", type=int, default=None)
+    p.add_argument("--memory-shards", type=int, default=None, help="memory runs stop after this many shards (0: all)")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
-        memory_child(Path(args.memory_child), Path(args.out), args.shard_size or 8192)
+        memory_child(Path(args.memory_child), Path(args.out), args.shard_size or 8192, args.memory_shards or None)
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -278,7 +294,8 @@ def main() -> int:
         results["nodes"] = bench_nodes(work, 512 if quick else 4096, args.shard_size or 128, 64)
     if args.only in (None, "memory"):
         sizes = [50_000, 200_000, 1_000_000] if not quick else [50_000, 1_000_000]
-        results["memory"] = bench_memory(work, sizes, args.shard_size or 8192)
+        max_shards = args.memory_shards if args.memory_shards is not None else (4 if quick else 0)
+        results["memory"] = bench_memory(work, sizes, args.shard_size or (4096 if quick else 8192), max_shards)
     results["load_avg_end"] = os.getloadavg()
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

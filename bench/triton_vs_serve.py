@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from shoprank.model.checkpoint import load_model, model_version
 from shoprank.triton.client import TritonRankerClient
 from shoprank.triton.export import export_ranker
@@ -40,7 +39,9 @@ def make_requests(n_req: int, n_cand: int, d: int, seed: int = 0) -> list[tuple[
         i = rng.normal(size=(n_cand, d)).astype(np.float32)
         q /= np.linalg.norm(q)
         i /= np.linalg.norm(i, axis=1, keepdims=True)
-        out.append((q, i, rng.random((n_cand, 3)).astype(np.float32), rng.uniform(-1, 1, (n_cand, 2)).astype(np.float32)))
+        out.append(
+            (q, i, rng.random((n_cand, 3)).astype(np.float32), rng.uniform(-1, 1, (n_cand, 2)).astype(np.float32))
+        )
     return out
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("ray.serve")
     ray_actor_options={"num_cpus": 0.25},
     max_ongoing_requests=32,
     max_queued_requests=64,
+    max_surge_percent=100,  # a rollout starts the new replica before stopping the old one
 )
 class SearchIngress:
     def __init__(

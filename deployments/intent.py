@@ -12,7 +12,9 @@ from shoprank.serving.pipeline import IntentResult, QueryEncoder, load_serving_m
 from deployments._common import BatchStats, set_torch_threads
 
 
-@serve.deployment(name="QueryIntent", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+@serve.deployment(
+    name="QueryIntent", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64, max_surge_percent=100
+)
 class QueryIntent:
     def __init__(
         self,

@@ -14,7 +14,12 @@ from shoprank.serving.pipeline import RankedList, Ranker, RankJob, load_serving_
 from deployments._common import BatchStats, set_torch_threads
 
 
-@serve.deployment(name="MultiTaskRanker", ray_actor_options={"num_cpus": 0.5, "num_gpus": 0}, max_ongoing_requests=64)
+@serve.deployment(
+    name="MultiTaskRanker",
+    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    max_ongoing_requests=64,
+    max_surge_percent=100,
+)
 class MultiTaskRanker:
     def __init__(
         self,

@@ -14,7 +14,9 @@ from shoprank.serving.pipeline import Retriever
 from deployments._common import BatchStats
 
 
-@serve.deployment(name="CandidateRetriever", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.deployment(
+    name="CandidateRetriever", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_surge_percent=100
+)
 class CandidateRetriever:
     def __init__(
         self,

@@ -147,10 +147,42 @@ def train(
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     trainer.fit()
-    return export(cfg, out_dir, time.perf_counter() - t0, log)
+    return export(cfg, out_dir, time.perf_counter() - t0, log, data=data)
 
 
-def export(cfg: TrainConfig, out_dir: Path, wall: float, log=print) -> TrainResult:
+def _refit(cfg: TrainConfig, model_dir: Path, data: TaskData, log) -> None:
+    """Optional head refit of the exported model (config ``head_refit``), in place."""
+    from shoprank.model.checkpoint import load_checkpoint, save_checkpoint
+    from shoprank.train.refit import refit_heads
+
+    model, manifest = load_checkpoint(model_dir)
+    tasks = [t for t in ("intent", "category", "season") if t in data.examples]
+    report = refit_heads(
+        model,
+        {t: data.split(t, "train") for t in tasks},
+        {t: val_frame(data, t, cfg) for t in tasks},
+        max_examples=cfg.head_refit.max_examples,
+        steps=cfg.head_refit.steps,
+        lr=cfg.head_refit.lr,
+        seed=cfg.seed,
+        log=log,
+    )
+    core = {
+        "format",
+        "format_version",
+        "model_config",
+        "label_maps",
+        "trained_tasks",
+        "weights_sha256",
+        "code_version",
+        "created_at",
+    }
+    extra = {k: v for k, v in manifest.items() if k not in core}
+    extra["head_refit"] = report
+    save_checkpoint(model, model_dir, trained_tasks=manifest["trained_tasks"], extra=extra)
+
+
+def export(cfg: TrainConfig, out_dir: Path, wall: float, log=print, data: TaskData | None = None) -> TrainResult:
     """Copy the best epoch's model to OUT/model and write history + report."""
     ckpts = epoch_checkpoints(out_dir)
     if not ckpts:
@@ -164,6 +196,8 @@ def export(cfg: TrainConfig, out_dir: Path, wall: float, log=print) -> TrainResu
     tmp.mkdir()
     for name in ("model.safetensors", "manifest.json"):
         shutil.copy2(best / name, tmp / name)
+    if cfg.head_refit.enabled:
+        _refit(cfg, tmp, data or build_task_data(cfg), log)
     shutil.rmtree(model_dir, ignore_errors=True)
     tmp.rename(model_dir)
     history = last["history"]

@@ -107,7 +107,7 @@ def test_fashion_winter_campaign_ranks_winter_first(ray_local: None, shared_data
     out = tmp_path / "out"
     spec = parse_spec({"name": "fashion-winter", "months": [12, 1, 2], "themes": ["warm winter clothing"],
                        "top_n": 1000, "output": str(out)})  # fmt: skip
-    result = run_campaign(spec, tmp_path / "fashion.parquet", shard_size=120, num_actors=2, progress=False)
+    result = run_campaign(spec, tmp_path / "fashion.parquet", shard_size=120, num_actors=1, progress=False)
     assert result.complete and result.scored == df.height
     ranked = pl.read_parquet(out / "ranked" / "**" / "*.parquet").join(df.select("item_id", "season"), on="item_id")
     mean_rank = dict(ranked.group_by("season").agg(pl.col("rank").mean()).iter_rows())

@@ -48,6 +48,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "RAY_TMPDIR": ray_tmp,
         "RAY_AUTH_MODE": "disabled",
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        "RAY_raylet_start_wait_time_s": "180",
         "PYTHONPATH": os.pathsep.join([str(HERE.parent / "platform"), os.environ.get("PYTHONPATH", "")]),
     }
     env.pop("RAY_ADDRESS", None)
@@ -57,7 +58,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
             env=env,
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=420,
         )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -151,4 +151,4 @@ def test_serve_config_yaml_is_valid() -> None:
     names = {d.name for d in app.deployments}
     assert names == {"SearchIngress", "QueryIntent", "CandidateRetriever", "MultiTaskRanker"}
     for d in app.deployments:
-        assert d.autoscaling_config and 0 < d.ray_actor_options["num_cpus"] < 1
+        assert d.autoscaling_config and 0 < d.ray_actor_options.num_cpus < 1

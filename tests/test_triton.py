@@ -61,7 +61,9 @@ def assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: f
 @pytest.fixture(scope="module")
 def triton_env():
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"):
-        pytest.skip(f"nvidia-pytriton ships Triton for Linux x86_64/aarch64 only, not {sys.platform}/{platform.machine()}")
+        pytest.skip(
+            f"nvidia-pytriton ships Triton for Linux x86_64/aarch64 only, not {sys.platform}/{platform.machine()}"
+        )
     try:
         return ensure_env()
     except TritonEnvError as e:
@@ -204,9 +206,10 @@ def test_triton_down_fails_over_inprocess(triton_env) -> None:  # noqa: ANN001
 
 
 def test_slow_then_back_then_new_version(triton_env, tmp_path: Path) -> None:  # noqa: ANN001
-    """A hung Triton (SIGSTOP) fails over within the budget and is used again once back; then
-    Triton is restarted (``python -m shoprank.triton.server``, foreground) on the same port with
-    another model version, which the next call reports; Ctrl-C stops that server cleanly."""
+    """A hung Triton (SIGSTOP) fails over within the budget and is used again once back; a
+    crashed one (SIGKILL) fails over too; then Triton is restarted in the foreground
+    (``python -m shoprank.triton.server``) on the same port with another model version, which
+    the next call reports; Ctrl-C stops that server cleanly."""
     model = tiny_model()
     export_ranker(model, tmp_path / "repo", version="v1")
     server = TritonServer(tmp_path / "repo", log_file=tmp_path / "triton.log", ready_timeout_s=60).start()
@@ -230,12 +233,17 @@ def test_slow_then_back_then_new_version(triton_env, tmp_path: Path) -> None:  #
             os.killpg(server.proc.pid, signal.SIGCONT)
         time.sleep(0.6)  # past the cooldown
         assert client.infer(*args).source == "triton"
-        grpc_port, http_port = server.grpc_port, server.http_port
-        server.stop()
+        grpc_port, http_port, shm_prefix = server.grpc_port, server.http_port, server.shm_prefix
+        server.kill()  # Triton crashes: in-process scores at once, shared memory cleaned up
+        time.sleep(0.6)
+        t0 = time.monotonic()
+        result = client.infer(*args)
+        assert result.source == "inprocess" and time.monotonic() - t0 < client.budget_s + 0.5
+        assert not list(Path("/dev/shm").glob(f"{shm_prefix}*"))
 
         export_ranker(tiny_model(seed=7), tmp_path / "repo", version="v2")
-        cmd = [sys.executable, "-m", "shoprank.triton.server", "--repo", str(tmp_path / "repo"),
-               "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--log-file", str(tmp_path / "fg.log")]  # fmt: skip
+        cmd = [sys.executable, "-m", "shoprank.triton.server", "--repo", str(tmp_path / "repo")]
+        cmd += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--log-file", str(tmp_path / "fg.log")]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "platform")}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         lines: list[str] = []

@@ -218,6 +218,7 @@ def write_report(
         "## Files",
         "",
         "- `ranked/segment=<value>/part-0.parquet`: per-segment top-N (item_id, segment, rank, every score)",
+        "- `_work/shards/scores-*.parquet`: every scored item's scores (one file per shard)",
         "- `summary.json`: these numbers, machine-readable; `run.json`: this run's timings",
         "- `quarantine/`: malformed catalogue rows with the reason",
         "",

@@ -91,7 +91,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     summary = {
-        "output": str(result.output),
+        "output": str(Path(result.output).resolve()),
         "report": str(result.report) if result.report else None,
         "complete": result.complete,
         "rows": result.rows,

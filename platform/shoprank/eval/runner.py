@@ -135,6 +135,9 @@ def evaluate_checkpoint(
     cfg = TrainConfig.model_validate(manifest["train_config"])
     data = build_task_data(cfg)
     zs = load_model(None, encoder=cfg.model.encoder, device=device)[0] if baselines else None
+    for m in (model, zs):  # weights are fixed from here on: embed each distinct text once
+        if m is not None:
+            m.embedding_cache = {}
     rows: list[dict[str, Any]] = []
     say = log or (lambda s: None)
     for task in cfg.tasks:

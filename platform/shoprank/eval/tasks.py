@@ -32,6 +32,14 @@ PRIMARY: dict[str, tuple[str, bool]] = {
 def embed_unique(model: MultiTaskModel, texts: list[str], batch_size: int = 128) -> np.ndarray:
     """Embeddings [N, d] for ``texts``, computing each distinct text once."""
     uniq = list(dict.fromkeys(texts))
+    cache: dict[str, np.ndarray] | None = getattr(model, "embedding_cache", None)  # set by the eval runner
+    if cache is not None:
+        todo = [t for t in uniq if t not in cache]
+        if todo:
+            cache.update(zip(todo, model.embed(todo, batch_size=batch_size), strict=True))
+        if not texts:
+            return np.zeros((0, model.encoder.dim), np.float32)
+        return np.stack([cache[t] for t in texts])
     emb = model.embed(uniq, batch_size=batch_size) if uniq else np.zeros((0, model.encoder.dim), np.float32)
     pos = {t: i for i, t in enumerate(uniq)}
     return emb[[pos[t] for t in texts]] if texts else emb
@@ -117,14 +125,14 @@ def task_metrics(model: MultiTaskModel, task: str, df: pl.DataFrame) -> dict[str
     if task in ("intent", "category", "season"):
         logits = class_logits(model, task, df)
         pred = logits.argmax(1)
-        loss = float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y.astype(np.int64))))
+        loss = float(F.cross_entropy(torch.as_tensor(logits), torch.tensor(y.astype(np.int64))))
         return {"accuracy": M.accuracy(y.astype(int), pred), "macro_f1": M.macro_f1(y.astype(int), pred), "loss": loss}
     if task == "retrieval":
         return retrieval_metrics(model, df)
     raw = pair_raw(model, task, df)
     if task == "click":
         p = 1.0 / (1.0 + np.exp(-raw))
-        loss = float(F.binary_cross_entropy_with_logits(torch.as_tensor(raw), torch.as_tensor(y, dtype=torch.float32)))
+        loss = float(F.binary_cross_entropy_with_logits(torch.as_tensor(raw), torch.tensor(y, dtype=torch.float32)))
         return {"auc": M.roc_auc(y, p), "accuracy": M.accuracy(y > 0.5, p > 0.5), "loss": loss}
     pred = np.clip(raw, 0.0, 1.0)
     out = {"rmse": M.rmse(y, pred), "loss": float(np.mean((raw - y) ** 2))}

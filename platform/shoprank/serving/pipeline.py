@@ -457,8 +457,9 @@ class SearchPipeline:
         t0 = time.perf_counter()
         is_rank = request.DESCRIPTOR.name == "RankRequest"
         q = validate_rank(request, self.config) if is_rank else validate_search(request, self.config)
+        t1 = time.perf_counter()
         res = self.search(q)
-        res.timings_ms["validate"] = 0.0
+        res.timings_ms["validate"] = (t1 - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return to_response(res, pb2)
 

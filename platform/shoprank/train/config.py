@@ -77,6 +77,15 @@ class SplitConfig(_Strict):
     max_val_examples: int = Field(2000, ge=10)
 
 
+class HeadRefit(_Strict):
+    """Re-fit the classification heads on frozen embeddings after training (see shoprank.train.refit)."""
+
+    enabled: bool = False
+    max_examples: int = Field(6000, ge=10)
+    steps: int = Field(300, ge=1)
+    lr: float = Field(0.05, gt=0.0, le=10.0)
+
+
 class TrainConfig(_Strict):
     """Everything one training run needs; ``model.tasks`` follows the keys of ``tasks``."""
 
@@ -95,6 +104,7 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0.0)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    head_refit: HeadRefit = Field(default_factory=HeadRefit)
     num_workers: int = Field(1, ge=1, le=256)
     use_gpu: bool | Literal["auto"] = "auto"
     max_failures: int = Field(0, ge=-1)

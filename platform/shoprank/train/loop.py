@@ -76,6 +76,17 @@ def frame_to_arrays(df: pl.DataFrame) -> Arrays:
     }
 
 
+def local_inputs(cfg: TrainConfig, data: Any) -> tuple[dict[str, Arrays], dict[str, pl.DataFrame]]:
+    """(train arrays, validation frames) for running ``run_training`` in one process (no Ray
+    Data): what the benchmark's plain loop and a single-process Ray Tune trial use."""
+    train = {t: frame_to_arrays(data.split(t, "train")) for t in cfg.tasks}
+    val = {}
+    for t in cfg.tasks:
+        df = data.split(t, "val")
+        val[t] = df.sample(cfg.split.max_val_examples, seed=cfg.seed) if df.height > cfg.split.max_val_examples else df
+    return train, val
+
+
 def make_batch(model: MultiTaskModel, task: str, a: Arrays, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
     """Tokenised tensors for the sides this task needs."""
     enc = model.encoder

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
-from shoprank.triton.errors import TritonUnavailableError, TritonVersionMismatchError
 from shoprank.triton import DEFAULT_MODEL_NAME
+from shoprank.triton.errors import TritonUnavailableError, TritonVersionMismatchError
 
 if TYPE_CHECKING:
     from shoprank.model.multitask import MultiTaskModel
@@ -197,7 +197,7 @@ class TritonRankerClient:
             if status == "INVALID_ARGUMENT" or "must be" in str(e.message()):
                 raise ValueError(f"Triton rejected the request: {e.message()}") from e
             raise _TritonDown(f"{status or 'error'}: {e.message()}") from e
-        except (TimeoutError, asyncio.TimeoutError) as e:
+        except TimeoutError as e:
             raise _TritonDown(f"no answer within {self.timeout_s}s") from e
         except (ConnectionError, OSError) as e:
             raise _TritonDown(f"{type(e).__name__}: {e}") from e
@@ -255,9 +255,7 @@ class TritonRankerClient:
         raise _TritonDown(str(last))
 
     @staticmethod
-    def _prepare(
-        q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray
-    ) -> tuple[np.ndarray, ...]:
+    def _prepare(q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray) -> tuple[np.ndarray, ...]:
         i = np.ascontiguousarray(i, dtype=np.float32)
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.ndim == 1:

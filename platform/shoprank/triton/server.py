@@ -36,8 +36,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoprank.triton.errors import TritonEnvError
 from shoprank.triton import DEFAULT_MODEL_NAME
+from shoprank.triton.errors import TritonEnvError
 
 # What the isolated environment holds. numpy<2: Triton's Python backend is built against 1.x.
 TRITON_ENV_REQUIREMENTS: tuple[str, ...] = (
@@ -227,8 +227,13 @@ class TritonServer:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def shm_prefix(self) -> str:
+        """Name prefix of the Python backend's shared-memory regions (removed by stop())."""
+        return f"shoprank{os.getpid()}-{self.grpc_port}-"
+
     def command(self, env: TritonEnv) -> list[str]:
-        shm_prefix = f"shoprank{os.getpid()}-{self.grpc_port}-"
+        shm_prefix = self.shm_prefix
         return [
             str(env.tritonserver),
             f"--model-repository={self.repo}",
@@ -250,7 +255,9 @@ class TritonServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
         if not (self.repo / self.model_name / "config.pbtxt").exists():
-            raise TritonEnvError(f"{self.repo}: no {self.model_name}/config.pbtxt (run python -m shoprank.triton.export)")
+            raise TritonEnvError(
+                f"{self.repo}: no {self.model_name}/config.pbtxt (run python -m shoprank.triton.export)"
+            )
         env = ensure_env(self.env_dir)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log_fh = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
@@ -287,7 +294,9 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
-                raise TritonEnvError(f"tritonserver exited ({code}) before ready; log {self.log_file}:\n{self.log_tail()}")
+                raise TritonEnvError(
+                    f"tritonserver exited ({code}) before ready; log {self.log_file}:\n{self.log_tail()}"
+                )
             if self.is_ready():
                 return
             time.sleep(0.2)
@@ -318,6 +327,10 @@ class TritonServer:
         if proc is not None:  # stubs left behind in the group (the server is gone already)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        if proc is not None:  # a killed stub leaves its shared-memory region behind
+            for leftover in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
@@ -363,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     server.start()
-    print(f"triton serving {args.repo} on grpc {server.grpc_url}, http {server.http_url}; log {server.log_file}", flush=True)
+    print(
+        f"triton serving {args.repo} on grpc {server.grpc_url}, http {server.http_url}; log {server.log_file}",
+        flush=True,
+    )
     try:
         while not stop["now"] and server.is_running():
             time.sleep(0.5)

@@ -70,7 +70,8 @@ class TritonPythonModel:
                 n = arrays[1].shape[0]
                 shape = (n, 1) if self.batched else (n,)
                 tensors = [
-                    pb_utils.Tensor(t, np.ascontiguousarray(v[start : start + n]).reshape(shape)) for t, v in out.items()
+                    pb_utils.Tensor(t, np.ascontiguousarray(v[start : start + n]).reshape(shape))
+                    for t, v in out.items()
                 ]
                 version = np.full((n, 1) if self.batched else (1,), self.version, dtype=np.object_)
                 tensors.append(pb_utils.Tensor("MODEL_VERSION", version))

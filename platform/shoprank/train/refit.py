@@ -1,0 +1,84 @@
+"""Head refit: after fine-tuning, re-fit the classification heads on frozen embeddings.
+
+With a small CPU budget the shared encoder gets far more useful gradient than each linear
+class head gets steps (a head only learns on its own task's steps). Once the encoder is
+fixed, the heads are a convex problem on cached embeddings: many full-batch steps cost
+seconds. Each head is refit on (a sample of) its training split, and the refit is kept only
+if it beats the fine-tuned head on the validation split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch.nn import functional as F
+
+from shoprank.eval.tasks import embed_unique
+from shoprank.model.multitask import MultiTaskModel
+
+CLASS_TASKS = ("intent", "category", "season")
+
+
+def _texts(task: str, df: pl.DataFrame) -> list[str]:
+    return df["query"].to_list() if task == "intent" else df["item"].to_list()
+
+
+def refit_heads(
+    model: MultiTaskModel,
+    train: dict[str, pl.DataFrame],
+    val: dict[str, pl.DataFrame],
+    *,
+    max_examples: int = 6000,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    log: Any = print,
+) -> dict[str, dict[str, float]]:
+    """Refit each trained classification head in place; return val accuracy before/after."""
+    report: dict[str, dict[str, float]] = {}
+    model.eval()
+    model.embedding_cache = {}  # same item text across category and season: embed once
+    try:
+        for task in CLASS_TASKS:
+            if not model.is_trained(task) or task not in train or task not in val or val[task].is_empty():
+                continue
+            tr = train[task]
+            if tr.height > max_examples:
+                tr = tr.sample(max_examples, seed=seed)
+            x = torch.as_tensor(embed_unique(model, _texts(task, tr)))
+            y = torch.as_tensor(tr["label"].to_numpy().astype(np.int64))
+            xv = torch.as_tensor(embed_unique(model, _texts(task, val[task])))
+            yv = val[task]["label"].to_numpy().astype(np.int64)
+            head = model.classifiers[task]
+            with torch.no_grad():
+                before = float((head(xv).argmax(1).numpy() == yv).mean())
+            new = torch.nn.Linear(head.in_features, head.out_features)
+            with torch.no_grad():
+                new.weight.copy_(head.weight)
+                new.bias.copy_(head.bias)
+            opt = torch.optim.Adam(new.parameters(), lr=lr, weight_decay=weight_decay)
+            for _ in range(steps):
+                opt.zero_grad()
+                F.cross_entropy(new(x), y).backward()
+                opt.step()
+            with torch.no_grad():
+                after = float((new(xv).argmax(1).numpy() == yv).mean())
+                kept = after > before
+                if kept:
+                    head.weight.copy_(new.weight)
+                    head.bias.copy_(new.bias)
+            report[task] = {
+                "val_accuracy_before": before,
+                "val_accuracy_after": after,
+                "kept": float(kept),
+                "examples": float(tr.height),
+            }
+            if log:
+                log(f"head refit {task}: val accuracy {before:.4f} -> {after:.4f} ({'kept' if kept else 'discarded'})")
+    finally:
+        model.embedding_cache = None
+    return report

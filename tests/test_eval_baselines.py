@@ -1,0 +1,45 @@
+"""Baselines (BM25, query lookup with recency and word back-off, blending) and the report writer."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, score_pairs_bm25
+from shoprank.eval.report import markdown_table, write_report
+
+
+def test_bm25_prefers_matching_docs():
+    bm = BM25(["red running shoe", "blue winter coat", "red coat"])
+    s = bm.scores("red coat")
+    assert s.argmax() == 2 and s[1] > 0 and s[0] > 0
+    assert bm.scores("zebra").sum() == 0.0
+    pairs = score_pairs_bm25(["red", "red"], ["red shoe", "blue hat"])
+    assert pairs[0] > pairs[1] == 0.0
+
+
+def test_lookup_counts_recency_and_word_backoff():
+    now = datetime(2011, 10, 1)
+    queries = ["xbox", "xbox", "Xbox ", "xbox", "halo game"]
+    items = ["old", "old", "old", "new", "halo"]
+    times = [now - timedelta(days=60)] * 3 + [now, now]
+    plain = QueryLookup(queries, items)
+    assert plain.rank("XBOX", 2) == ["old", "new"]
+    recent = QueryLookup(queries, items, times, half_life_days=7.0, word_weight=0.1)
+    assert recent.rank("xbox", 2) == ["new", "old"]  # 3 clicks two months ago < 1 click today
+    assert plain.rank("halo 3", 1) == [] and recent.rank("halo 3", 1) == ["halo"]  # word back-off
+    assert back_off(["a"], ["a", "b", "c"], 2) == ["a", "b"]
+    assert blend({"a": 1.0}, ["b", "a"], 0.05, 2) == ["a", "b"]
+    assert blend({}, ["b", "a"], 0.05, 2) == ["b", "a"]
+
+
+def test_report_files(tmp_path):
+    rows = [{"task": "season", "metric": "accuracy", "model": 0.7, "majority": float("nan")}]
+    md = markdown_table(rows)
+    assert "| season | accuracy | 0.7000 | – |" in md
+    paths = write_report({"metrics": {"a": 1.0}, "table": rows}, tmp_path)
+    assert json.loads(paths["json"].read_text())["metrics"] == {"a": 1.0}
+    assert "season" in paths["md"].read_text()
+    assert np.isnan(rows[0]["majority"])
