@@ -138,37 +138,51 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
     reqs = make_requests(args.requests, pb2)
     warm = make_requests(16, pb2)
 
-    # -- in-process ------------------------------------------------------------------------
+    # Both paths are up at once and measured in alternating rounds on the same requests, so a
+    # change in background load hits both sides of every ratio alike.
     pipe = SearchPipeline(index, encoder="minilm", config=ServingConfig(**serving))
-    run_load(lambda r: pipe.handle(r, pb2), warm, 1)
-    res: dict = {"items": n, "index_kind": pipe.retriever.index.kind, "item_vectors": note}
-    inproc = {}
-    for c in (1, 16):
-        lat, wall, outs = run_load(lambda r: pipe.handle(r, pb2), reqs, c)
-        inproc[c] = {"p50": pct(lat, 50), "p99": pct(lat, 99), "qps": len(reqs) / wall}
-    inproc_top = [o.items[0].item_id for o in outs]
-    pipe = None  # free the in-process model before Serve starts its own
-
-    # -- served over gRPC ------------------------------------------------------------------
     port = server.free_port()
     server.start_serve(port)
     server.deploy({"index_dir": str(index), "encoder": "minilm", "serving": serving,
                    "torch_threads": args.torch_threads, "ingress_max_ongoing_requests": 64,
                    "ingress_max_queued_requests": 256})  # fmt: skip
-    client = SearchClient(f"localhost:{port}", timeout=60)
-    run_load(lambda r: client.stub.Search(r, metadata=client.metadata, timeout=60), warm, 4)
-    served = {}
-    batch_sizes = {}
+    client = SearchClient(f"localhost:{port}", timeout=120)
+
+    def in_process(r):
+        return pipe.handle(r, pb2)
+
+    def served_call(r):
+        return client.stub.Search(r, metadata=client.metadata, timeout=120)
+
+    run_load(in_process, warm, 1)
+    run_load(served_call, warm, 4)
+    res: dict = {"items": n, "index_kind": pipe.retriever.index.kind, "item_vectors": note}
+    inproc, served, batch_sizes = {}, {}, {}
+    rounds = max(1, args.rounds)
+    chunks = [reqs[i::rounds] for i in range(rounds)]
     for c in (1, 16):
-        lat, wall, outs = run_load(lambda r: client.stub.Search(r, metadata=client.metadata, timeout=60), reqs, c)
-        served[c] = {"p50": pct(lat, 50), "p99": pct(lat, 99), "qps": len(reqs) / wall}
-        batch_sizes[c] = float(np.mean([o.batch_size for o in outs]))
-    served_top = [o.items[0].item_id for o in outs]
+        lat = {"in": [], "sv": []}
+        wall = {"in": 0.0, "sv": 0.0}
+        sizes: list[int] = []
+        for chunk in chunks:
+            for key, fn in (("in", in_process), ("sv", served_call)):
+                la, w, outs = run_load(fn, chunk, c)
+                lat[key] += la
+                wall[key] += w
+                if key == "sv":
+                    sizes += [o.batch_size for o in outs]
+                    served_top = [o.items[0].item_id for o in outs]
+                else:
+                    inproc_top = [o.items[0].item_id for o in outs]
+        inproc[c] = {"p50": pct(lat["in"], 50), "p99": pct(lat["in"], 99), "qps": len(reqs) / wall["in"]}
+        served[c] = {"p50": pct(lat["sv"], 50), "p99": pct(lat["sv"], 99), "qps": len(reqs) / wall["sv"]}
+        batch_sizes[c] = float(np.mean(sizes))
+        print(f"  concurrency {c}: done", flush=True)
     client.close()
     from ray import serve
 
     serve.shutdown()
-
+    pipe = None
     same = float(np.mean([a == b for a, b in zip(inproc_top, served_top, strict=True)]))
     res.update(inprocess=inproc, served=served, mean_ranker_batch=batch_sizes, same_top1=same)
     print(f"  {'':>14} {'p50 ms':>9} {'p99 ms':>9} {'qps':>8}")
@@ -230,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=None)
     p.add_argument("--ann-items", type=int, default=None)
     p.add_argument("--ann-queries", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=4, help="alternating in-process/served rounds per concurrency")
     p.add_argument("--ef", type=int, nargs="*", default=[128, 256, 512])
     p.add_argument("--hnsw-m", type=int, default=None, help="HNSW M (default 32; --quick 16)")
     p.add_argument("--hnsw-ef-construction", type=int, default=None, help="default 200; --quick 100")

@@ -50,6 +50,7 @@ class AppArgs(BaseModel):
     retriever_num_cpus: float = 0.25
     ingress_num_cpus: float = 0.25
     ranker_device: str | None = None
+    ranker_backend_options: dict[str, Any] | None = None  # kwargs for the serving.ranker_backend factory
     torch_threads: int | None = None
     strict_versions: bool = True
     ingress_max_ongoing_requests: int | None = None
@@ -93,7 +94,7 @@ def build_app(args: dict[str, Any]) -> Application:
     )
     ranker_opts = _actor_options(num_cpus=a.ranker_num_cpus, num_gpus=a.ranker_num_gpus)
     ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts).bind(
-        a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, None,
+        a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, a.ranker_backend_options,
         torch_threads=a.torch_threads, device=a.ranker_device, **batch,
     )  # fmt: skip
     ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(num_cpus=a.ingress_num_cpus)}

@@ -167,6 +167,19 @@ def _refit(cfg: TrainConfig, model_dir: Path, data: TaskData, log) -> None:
         seed=cfg.seed,
         log=log,
     )
+    from shoprank.train.refit import refit_regression_towers
+
+    pair = [t for t in ("relevance", "demand") if t in data.examples]
+    report.update(
+        refit_regression_towers(
+            model,
+            {t: data.split(t, "train") for t in pair},
+            {t: val_frame(data, t, cfg) for t in pair},
+            max_examples=cfg.head_refit.max_examples,
+            seed=cfg.seed,
+            log=log,
+        )
+    )
     core = {
         "format",
         "format_version",

@@ -6,7 +6,6 @@ import json
 from datetime import datetime, timedelta
 
 import numpy as np
-
 from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, score_pairs_bm25
 from shoprank.eval.report import markdown_table, write_report
 

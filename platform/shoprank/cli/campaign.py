@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from shoprank.errors import ConfigError
+from shoprank.errors import ConfigError, ShoprankError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 UPLOAD_EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://127.0.0.1:8265")
     add_job_arguments(submit)
     submit.add_argument("--no-wait", action="store_true", help="return after submitting, do not follow the logs")
+    submit.add_argument("--retry-s", type=float, default=60.0, help="keep retrying a cluster that is still starting")
     submit.set_defaults(func=cmd_submit)
 
     status = sub.add_parser("status", help="status of one campaign job, or of all campaign jobs")
@@ -136,19 +137,24 @@ def _job_entrypoint(args: argparse.Namespace) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from ray.job_submission import JobSubmissionClient
-
     entrypoint = _job_entrypoint(args)
-    client = JobSubmissionClient(args.address)
-    job_id = client.submit_job(
-        entrypoint=entrypoint,
-        runtime_env={
-            "working_dir": str(REPO_ROOT),
-            "excludes": UPLOAD_EXCLUDES,
-            "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
-        },
-        metadata={"shoprank": "campaign"},
-    )
+    client = _client(args.address)
+    runtime_env = {
+        "working_dir": str(REPO_ROOT),
+        "excludes": UPLOAD_EXCLUDES,
+        "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    }
+    deadline = time.monotonic() + args.retry_s
+    while True:
+        try:
+            job_id = client.submit_job(
+                entrypoint=entrypoint, runtime_env=runtime_env, metadata={"shoprank": "campaign"}
+            )
+            break
+        except RuntimeError as e:  # e.g. "No available agent to submit job" right after `ray start`
+            if "try again" not in str(e) or time.monotonic() > deadline:
+                raise ShoprankError(f"--address {args.address}: job submission failed ({e})") from None
+            time.sleep(3)
     print(f"submitted {job_id}: {entrypoint}")
     if args.no_wait:
         print(f"follow with: shoprank campaign status {job_id} --address {args.address}")
@@ -172,10 +178,17 @@ def follow(client, job_id: str, poll_s: float = 2.0) -> int:  # noqa: ANN001 - J
         time.sleep(poll_s)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _client(address: str):  # noqa: ANN202 - ray.job_submission.JobSubmissionClient
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(args.address)
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ShoprankError(f"--address {address}: cannot reach the Ray dashboard ({e})") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args.address)
     if args.job_id:
         info = client.get_job_info(args.job_id)
         status = str(info.status).rsplit(".", 1)[-1]

@@ -27,7 +27,7 @@ import numpy as np
 from shoprank.model.checkpoint import model_version as _checkpoint_version
 from shoprank.model.features import item_numeric_features
 from shoprank.model.multitask import MultiTaskModel
-from shoprank.model.scoring import PairScores, class_probs, score_pairs, zero_shot_class_probs
+from shoprank.model.scoring import PairScores, class_probs, score_pairs
 from shoprank.retrieval.artefact import IndexArtefact, load_artefact
 from shoprank.retrieval.index import FilterSpec, VectorIndex
 from shoprank.serving.blend import blend, top_k
@@ -35,6 +35,7 @@ from shoprank.serving.config import ServingConfig
 from shoprank.serving.validation import InvalidRequest, Query
 
 log = logging.getLogger("shoprank.serving")
+ZERO_SHOT_TEMPERATURE = 0.05  # as shoprank.model.scoring.zero_shot_class_probs
 
 SEASON_OF_MONTH = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
                    6: "summer", 7: "summer", 8: "summer", 9: "fall", 10: "fall", 11: "fall"}  # fmt: skip
@@ -84,7 +85,7 @@ class QueryEncoder:
         self.model_version = model_version
         self.trained = model.is_trained("intent")
         self.classes = list(model.label_maps.get("intent", [])) if self.trained else list(categories)
-        self._class_emb = None
+        self._class_emb: np.ndarray | None = None
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.embed(list(texts), batch_size=max(1, len(texts)))
@@ -95,7 +96,12 @@ class QueryEncoder:
             assert out is not None
             probs, names = out
         elif self.classes:
-            probs, names = zero_shot_class_probs(self.model, emb, self.classes), self.classes
+            if self._class_emb is None:  # embed the class names once, not per request
+                self._class_emb = self.model.embed(self.classes)
+            logits = (emb @ self._class_emb.T) / ZERO_SHOT_TEMPERATURE
+            logits -= logits.max(axis=1, keepdims=True)
+            probs, names = np.exp(logits), self.classes
+            probs /= probs.sum(axis=1, keepdims=True)
         else:
             return [IntentResult("", 0.0, True) for _ in range(emb.shape[0])]
         best = probs.argmax(axis=1)

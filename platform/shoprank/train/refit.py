@@ -82,3 +82,72 @@ def refit_heads(
     finally:
         model.embedding_cache = None
     return report
+
+
+REGRESSION_TASKS = ("relevance", "demand")
+
+
+@torch.inference_mode()
+def _pair_hidden(model: MultiTaskModel, task: str, df: pl.DataFrame) -> torch.Tensor:
+    from shoprank.eval.tasks import numeric
+    from shoprank.model.features import month_features
+
+    i = torch.as_tensor(embed_unique(model, df["item"].to_list()))
+    q = torch.zeros_like(i) if task == "demand" else torch.as_tensor(embed_unique(model, df["query"].to_list()))
+    num = torch.as_tensor(numeric(df))
+    mon = torch.as_tensor(month_features(df["month"].fill_null(0).to_numpy()))
+    x = torch.cat([q, i, q * i, (q - i).abs(), num, mon], dim=-1)
+    return model.mixer(x)[task].float()
+
+
+def refit_regression_towers(
+    model: MultiTaskModel,
+    train: dict[str, pl.DataFrame],
+    val: dict[str, pl.DataFrame],
+    *,
+    max_examples: int = 4000,
+    ridge: float = 1e-2,
+    seed: int = 0,
+    log: Any = print,
+) -> dict[str, dict[str, float]]:
+    """Refit the linear tower of each regression task by ridge regression on the frozen shared
+    bottom's features; kept only if validation RMSE (of the clamped output) improves."""
+    report: dict[str, dict[str, float]] = {}
+    model.eval()
+    model.embedding_cache = {}
+    try:
+        for task in REGRESSION_TASKS:
+            if not model.is_trained(task) or task not in train or task not in val or val[task].is_empty():
+                continue
+            tr = train[task]
+            if tr.height > max_examples:
+                tr = tr.sample(max_examples, seed=seed)
+            h = _pair_hidden(model, task, tr).double()
+            y = torch.tensor(tr["label"].to_numpy(), dtype=torch.float64)
+            hb = torch.cat([h, torch.ones(h.shape[0], 1, dtype=torch.float64)], dim=1)
+            eye = torch.eye(hb.shape[1], dtype=torch.float64) * ridge * h.shape[0]
+            eye[-1, -1] = 0.0  # no penalty on the bias
+            w = torch.linalg.solve(hb.T @ hb + eye, hb.T @ y)
+            hv = _pair_hidden(model, task, val[task])
+            yv = val[task]["label"].to_numpy()
+            tower = model.towers[task]
+            with torch.no_grad():
+                old = tower(hv).squeeze(-1).clamp(0, 1).numpy()
+                new = (hv.double() @ w[:-1] + w[-1]).clamp(0, 1).numpy()
+                before = float(np.sqrt(np.mean((old - yv) ** 2)))
+                after = float(np.sqrt(np.mean((new - yv) ** 2)))
+                kept = after < before
+                if kept:
+                    tower.weight.copy_(w[:-1].float().unsqueeze(0))
+                    tower.bias.copy_(w[-1:].float())
+            report[task] = {
+                "val_rmse_before": before,
+                "val_rmse_after": after,
+                "kept": float(kept),
+                "examples": float(tr.height),
+            }
+            if log:
+                log(f"tower refit {task}: val rmse {before:.4f} -> {after:.4f} ({'kept' if kept else 'discarded'})")
+    finally:
+        model.embedding_cache = None
+    return report

@@ -122,8 +122,18 @@ class TritonRankerClient:
     # -- plumbing ---------------------------------------------------------------------------
     async def _make_client(self) -> Any:
         import tritonclient.grpc.aio as grpcclient
+        from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 
-        return grpcclient.InferenceServerClient(self.url)
+        channel_args = [
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            # reconnect quickly once a restarted Triton listens again (gRPC's default backoff
+            # grows to 120 s, which would keep us failing over long after Triton is back)
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        return grpcclient.InferenceServerClient(self.url, channel_args=channel_args)
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         if self._closed:
@@ -282,6 +292,10 @@ class TritonRankerClient:
             )
             return {t: v.float().cpu().numpy() for t, v in raw.items()}
 
+    def _empty(self) -> RankerResult:
+        tasks = self._tasks or (list(self.fallback_model.pair_tasks) if self.fallback_model is not None else [])
+        return RankerResult({t: np.zeros(0, np.float32) for t in tasks}, "none", self.stats.served_version)
+
     def _down(self, reason: str) -> RankerResult:
         """Triton is down: in-process result or TritonUnavailableError, per ``failover``."""
         if self.failover == "unavailable":
@@ -294,9 +308,19 @@ class TritonRankerClient:
         """Like :meth:`pair_outputs_async`, with the source and the model version."""
         arrays = self._prepare(q, i, item_num, month_feats)
         if arrays[1].shape[0] == 0:
-            return RankerResult({}, "none", self.stats.served_version)
+            return self._empty()
+        fut = self._submit(self._call(*arrays))
         try:
-            return await asyncio.wrap_future(self._submit(self._call(*arrays)))
+            return await asyncio.wait_for(asyncio.wrap_future(fut), self.budget_s + 2.0)
+        except TimeoutError:  # belt and braces: the client loop itself is stuck
+            fut.cancel()
+            try:
+                self._down(f"no result within {self.budget_s + 2.0:.1f}s")
+            except _Failover:
+                pass
+            self.stats.failovers += 1
+            outputs = await asyncio.to_thread(self._inprocess, *arrays)
+            return RankerResult(outputs, "inprocess", self.expected_version)
         except _Failover:
             self.stats.failovers += 1
             outputs = await asyncio.to_thread(self._inprocess, *arrays)
@@ -306,7 +330,7 @@ class TritonRankerClient:
         """Sync :meth:`infer_async` (callable from any thread that is not this client's loop)."""
         arrays = self._prepare(q, i, item_num, month_feats)
         if arrays[1].shape[0] == 0:
-            return RankerResult({}, "none", self.stats.served_version)
+            return self._empty()
         fut = self._submit(self._call(*arrays))
         try:
             return fut.result(self.budget_s + 2.0)
