@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup triton-env demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -13,10 +13,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# Triton's Python backend needs numpy<2: it gets its own venv (~/.cache/shoprank/triton-env).
+triton-env: setup
+	$(PY) -m shoprank.triton.server --setup-only
+
 demo: setup
 	$(VENV)/bin/shoprank demo
 
-test: setup
+test: setup triton-env
 	$(PY) -m ruff check platform deployments jobs tests bench
 	$(PY) -m pytest -q
 

@@ -48,6 +48,7 @@ SPEC = {
     "top_n": 100,
 }
 PAGE = os.sysconf("SC_PAGE_SIZE")
+ROW_GROUP = 16_384
 
 
 # -- /proc sampling (no psutil in the environment) ---------------------------------------
@@ -118,7 +119,7 @@ def synthetic_catalogue(work: Path, n: int) -> Path:
     import polars as pl
 
     big = work / "synth-1000000" / "catalogue.parquet"
-    path = work / f"synth-{n}.parquet"
+    path = work / f"synth-{n}-rg{ROW_GROUP}.parquet"
     if path.exists():
         return path
     if not big.exists():
@@ -128,9 +129,8 @@ def synthetic_catalogue(work: Path, n: int) -> Path:
              "write_dataset(sys.argv[1], 1_000_000, seed=0, progress=True)", str(big.parent)],
             check=True, env={**os.environ, "PYTHONPATH": str(REPO / "platform")},
         )  # fmt: skip
-    if n == 1_000_000:
-        return big
-    pl.scan_parquet(big).head(n).sink_parquet(path)
+    # Every size gets the same row-group size, so a shard read decodes the same amount of data.
+    pl.scan_parquet(big).head(n).sink_parquet(path, row_group_size=ROW_GROUP)
     return path
 
 
@@ -277,6 +277,7 @@ def main() -> int:
     p.add_argument("--only", choices=["floor", "nodes", "memory"], default=None)
     p.add_argument("--shard-size", type=int, default=None)
     p.add_argument("--memory-shards", type=int, default=None, help="memory runs stop after this many shards (0: all)")
+    p.add_argument("--memory-sizes", default=None, help="comma-separated catalogue sizes for the memory runs")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
@@ -294,6 +295,8 @@ def main() -> int:
         results["nodes"] = bench_nodes(work, 512 if quick else 4096, args.shard_size or 128, 64)
     if args.only in (None, "memory"):
         sizes = [50_000, 200_000, 1_000_000] if not quick else [50_000, 1_000_000]
+        if args.memory_sizes:
+            sizes = [int(x) for x in args.memory_sizes.split(",")]
         max_shards = args.memory_shards if args.memory_shards is not None else (4 if quick else 0)
         results["memory"] = bench_memory(work, sizes, args.shard_size or (4096 if quick else 8192), max_shards)
     results["load_avg_end"] = os.getloadavg()

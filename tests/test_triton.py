@@ -267,5 +267,9 @@ def test_slow_then_back_then_new_version(triton_env, tmp_path: Path) -> None:  #
     finally:
         server.stop()
         if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.send_signal(signal.SIGINT)  # let it stop its Triton
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -319,7 +319,8 @@ class CampaignRunner:
             )
 
         ds = ray.data.from_items(descs, override_num_blocks=len(descs))
-        ds = ds.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=0.1)
+        # Few concurrent readers: each holds one shard, and more would only add worker processes.
+        ds = ds.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=0.1, concurrency=max(1, n_actors))
         ds = ds.map_batches(
             CampaignScorer,
             fn_constructor_kwargs={

@@ -61,12 +61,61 @@ def stage_validate(ctx: DemoContext) -> None:
     print("  events:      " + ", ".join(f"{k} {v:,}" for k, v in ev.get("event_type", [])))
 
 
+def stage_ray(ctx: DemoContext) -> None:
+    """Start one local Ray for every later stage (its temp files under OUT/ray)."""
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user Ray on this machine
+    if not ray.is_initialized():
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+        )
+    res = ray.cluster_resources()
+    print(f"  local Ray: {res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs")
+
+
+def stage_train(ctx: DemoContext) -> None:
+    """Fine-tune MiniLM briefly on the synthetic data with Ray Train and print its evaluation."""
+    from shoprank.train.demo import run_demo_training
+
+    ctx.state["checkpoint"] = run_demo_training(ctx.out / "train", data_dir=ctx.data_dir)
+    print(f"  checkpoint: {ctx.state['checkpoint']}")
+
+
+def stage_serve(ctx: DemoContext) -> None:
+    """Build the ANN index, serve the deployment graph over gRPC and run searches through it."""
+    from shoprank.serving.demo import run_demo_serving
+
+    run_demo_serving(ctx.data_dir, ctx.out, ctx.state.get("checkpoint"))
+
+
+def stage_campaign(ctx: DemoContext) -> None:
+    """Score a seasonal campaign over the whole catalogue with Ray Data and write its report."""
+    from shoprank.campaign.demo import run_demo_campaign
+
+    report = run_demo_campaign(
+        ctx.data_dir / "catalogue.parquet",
+        ctx.out / "campaign",
+        ctx.state.get("checkpoint"),
+        spec_path=Path("campaigns/demo.yaml") if Path("campaigns/demo.yaml").is_file() else None,
+    )
+    print(f"  report: {report}")
+
+
 Stage = tuple[str, Callable[[DemoContext], None]]
 
 # (title, function) in order; later issues append their stages here.
 STAGES: list[Stage] = [
     ("synthesise the default data", stage_synth),
     ("validate it", stage_validate),
+    ("start a local Ray", stage_ray),
+    ("fine-tune the multi-task model (Ray Train) and evaluate it", stage_train),
+    ("build the index, serve over gRPC (Ray Serve) and search", stage_serve),
+    ("score a seasonal campaign (Ray Data + Polars)", stage_campaign),
 ]
 
 

@@ -46,18 +46,25 @@ def score_pairs(
     q = _tensor(query_emb, model)
     i = _tensor(item_emb, model)
     sim = (i @ q) if q.dim() == 1 else (i * q).sum(-1)
-    similarity = sim.clamp(-1.0, 1.0).cpu().numpy()
+    raw: dict[str, np.ndarray] = {}
+    if model.pair_tasks and n:
+        out = model.pair_outputs(q, i, _tensor(item_num, model), _tensor(month_features(month, n), model))
+        raw = {t: v.float().cpu().numpy() for t, v in out.items()}
+    return scores_from_raw(model, raw, sim.clamp(-1.0, 1.0).cpu().numpy())
+
+
+def scores_from_raw(model: MultiTaskModel, raw: dict[str, np.ndarray], similarity: np.ndarray) -> PairScores:
+    """Turn raw pairwise outputs (in-process or from Triton) into 0..1 scores.
+
+    Click gets a sigmoid, the rest are clamped; untrained heads are skipped, and relevance and
+    click fall back to cosine similarity (reported in ``zero_shot``).
+    """
     out: dict[str, np.ndarray] = {"similarity": similarity}
     zero_shot: set[str] = set()
-    if model.pair_tasks and n:
-        raw = model.pair_outputs(q, i, _tensor(item_num, model), _tensor(month_features(month, n), model))
-        for task, value in raw.items():
-            if not model.is_trained(task):
-                continue
-            if task == "click":
-                out[task] = torch.sigmoid(value).cpu().numpy()
-            else:
-                out[task] = value.clamp(0.0, 1.0).cpu().numpy()
+    for task, value in raw.items():
+        if not model.is_trained(task):
+            continue
+        out[task] = 1.0 / (1.0 + np.exp(-value)) if task == "click" else np.clip(value, 0.0, 1.0)
     for task in ("relevance", "click"):
         if task not in out:
             out[task] = similarity.clip(0.0, 1.0)

@@ -183,6 +183,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when its parent goes away."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 _LIVE: set[TritonServer] = set()
 
 
@@ -207,6 +214,7 @@ class TritonServer:
         ready_timeout_s: float = 90.0,
         model_name: str = DEFAULT_MODEL_NAME,
         verbose_log: bool = False,
+        die_with_parent: bool = False,
     ) -> None:
         self.repo = Path(repo).resolve()
         self.env_dir = env_dir
@@ -216,6 +224,10 @@ class TritonServer:
         self.ready_timeout_s = ready_timeout_s
         self.model_name = model_name
         self.verbose_log = verbose_log
+        # Linux PR_SET_PDEATHSIG: Triton is SIGKILLed if the thread that started it dies (even by
+        # SIGKILL). On for the foreground CLI; off by default, since a library caller may start
+        # it from a short-lived thread (atexit covers normal interpreter exits).
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
 
@@ -268,6 +280,7 @@ class TritonServer:
             stdin=subprocess.DEVNULL,
             env=env.process_env(),
             start_new_session=True,  # its own process group: stop() takes the Python stubs with it
+            preexec_fn=_die_with_parent if self.die_with_parent and sys.platform == "linux" else None,
         )
         _LIVE.add(self)
         try:
@@ -366,7 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.repo:
         ap.error("--repo is required unless --setup-only")
     server = TritonServer(
-        args.repo, env_dir=args.env_dir, grpc_port=args.grpc_port, http_port=args.http_port, log_file=args.log_file
+        args.repo,
+        env_dir=args.env_dir,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        log_file=args.log_file,
+        die_with_parent=True,  # a killed foreground process takes Triton with it
     )
     stop = {"now": False}
 
