@@ -60,7 +60,7 @@ def served(ray_local, tmp_path_factory):
     client.close()
     from ray import serve
 
-    serve.delete(APP)
+    serve.shutdown()  # other modules may start Serve with their own gRPC options
 
 
 def test_index_job_embeds_every_item_like_the_model(served) -> None:

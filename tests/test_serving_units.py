@@ -136,9 +136,9 @@ def test_serve_config_yaml_is_valid() -> None:
 
     import yaml
     from ray.serve.schema import ServeDeploySchema
+    from shoprank.serving.config import ServingConfig
 
     from deployments.app import GRPC_SERVICER_FUNCTIONS, AppArgs
-    from shoprank.serving.config import ServingConfig
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "deployments" / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(raw) if hasattr(ServeDeploySchema, "model_validate") else None

@@ -32,7 +32,7 @@ import polars as pl
 
 import shoprank
 from shoprank.campaign import ranking, source
-from shoprank.campaign.scoring import MONTH_COLUMNS, SCORE_COLUMNS, CampaignScorer, zero_shot_scores
+from shoprank.campaign.scoring import MONTH_COLUMNS, SCORE_COLUMNS, ShardScorer, zero_shot_scores
 from shoprank.campaign.spec import CampaignSpec
 from shoprank.errors import ConfigError, DataError
 from shoprank.model.checkpoint import atomic_write_text, model_version, read_manifest
@@ -219,7 +219,7 @@ class CampaignRunner:
             n = self.num_actors or max(1, gpus)
             return n, 1.0, 1.0, 0
         n = self.num_actors or max(1, int(cpus))
-        per = max(0.1, min(1.0, (cpus - 0.2) / n))
+        per = max(0.1, min(1.0, cpus / n))
         threads = max(1, int(cpus // n))
         return n, per, 0.0, threads
 
@@ -303,36 +303,25 @@ class CampaignRunner:
         except AttributeError:  # pragma: no cover - other Ray versions
             pass
         descs = [{"shard": s.index, "start": s.start, "length": s.length} for s in pending]
-        filters = self.spec.filters.model_dump()
         expected = {s.index: s.length for s in pending}
         qdir = str(self.quarantine_dir)
 
-        def read(batch: dict[str, np.ndarray]) -> Any:
-            return source.read_shard(
-                path,
-                fmt,
-                int(batch["shard"][0]),
-                int(batch["start"][0]),
-                int(batch["length"][0]),
-                filters,
-                qdir,
-            )
-
         ds = ray.data.from_items(descs, override_num_blocks=len(descs))
-        # Few concurrent readers: each holds one shard, and more would only add worker processes.
-        ds = ds.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=0.1, concurrency=max(1, n_actors))
         ds = ds.map_batches(
-            CampaignScorer,
+            ShardScorer,
             fn_constructor_kwargs={
                 "spec": self.spec.model_dump(mode="json"),
+                "source_path": path,
+                "source_format": fmt,
+                "quarantine_dir": qdir,
                 "checkpoint": self.checkpoint,
                 "encoder": self.encoder,
                 "inner_batch_size": self.inner_batch_size,
                 "num_threads": threads or None,
                 "device": "cuda" if gpus_per else "cpu",
             },
-            batch_size=None,
-            batch_format="pyarrow",
+            batch_size=1,  # one shard per call: the actor reads it (Polars) and scores it
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=cpus_per,
             num_gpus=gpus_per,

@@ -293,3 +293,45 @@ __all__ = [
     "segment_values",
     "zero_shot_scores",
 ]
+
+
+class ShardScorer(CampaignScorer):
+    """Reads and scores whole shards: each input row is a shard descriptor (shard, start, length).
+
+    Reading inside the scoring actor means nothing is read ahead of the scorers, so memory
+    stays flat however many shards the catalogue has.
+    """
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        source_path: str,
+        source_format: str,
+        quarantine_dir: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(spec, **kwargs)
+        self.source_path = source_path
+        self.source_format = source_format
+        self.quarantine_dir = quarantine_dir
+        self.filters = self.spec.filters.model_dump()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:  # type: ignore[override]
+        from shoprank.campaign.source import read_shard
+
+        tables = [
+            CampaignScorer.__call__(
+                self,
+                read_shard(
+                    self.source_path,
+                    self.source_format,
+                    int(shard),
+                    int(start),
+                    int(length),
+                    self.filters,
+                    self.quarantine_dir,
+                ),
+            )
+            for shard, start, length in zip(batch["shard"], batch["start"], batch["length"], strict=True)
+        ]
+        return pa.concat_tables(tables)

@@ -1,7 +1,7 @@
 """Catalogue input for campaign jobs: lazy Polars scans, fixed-size shards, row validation.
 
-The driver only counts rows (a streaming ``select(pl.len())``); each shard is read by a Ray
-task as ``scan(...).slice(start, length)``, so no process ever holds the whole catalogue.
+The driver only counts rows (a streaming ``select(pl.len())``); each shard is read by a scoring
+actor as ``scan(...).slice(start, length)``, so no process ever holds the whole catalogue.
 Rows that cannot be scored are quarantined with a reason; rows failing the campaign's
 filters are kept out of scoring and counted.
 """

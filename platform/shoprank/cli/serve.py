@@ -122,10 +122,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"\nshoprank serve: {signal.Signals(signum).name}, shutting down ...", flush=True)
         stop.set()
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
     try:
         server.init_ray(num_cpus=args.num_cpus)
+        # After ray.init, which installs its own SIGTERM handler in the driver.
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
         index = args.index or _default_index(args)
         server.start_serve(grpc_port)
         app_args = {"index_dir": str(Path(index).resolve()), "encoder": args.encoder}

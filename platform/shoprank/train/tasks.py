@@ -438,7 +438,9 @@ def build_task_data(cfg: TrainConfig, frames_by_source: dict[str, Frames] | None
                 parts.append(_finish(df, src))
         if not parts:
             raise ConfigError(f"tasks.{task}: none of its sources {tc.sources} has data for this task")
-        df = pl.concat(parts)
+        # A fixed row order: joins and unique() do not keep one, and samples (max_examples,
+        # validation subsets, eval caps) must pick the same rows in every process.
+        df = pl.concat(parts).sort(["split", "group", "item_id", "query", "month", "label"])
         if task in CLASS_TASKS:
             classes = _label_map(df.filter(pl.col("split") == "train")["class"], tc)
             if len(classes) < 2:
