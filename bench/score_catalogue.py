@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -171,6 +172,7 @@ def ray_items_per_s(
 ) -> dict[str, Any]:
     from shoprank.campaign import parse_spec, run_campaign
 
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run, never a resumed one
     spec = parse_spec({**SPEC, "output": str(out)})
     t0 = time.perf_counter()
     r = run_campaign(spec, catalogue, encoder=encoder, shard_size=shard_size, inner_batch_size=batch_size,
