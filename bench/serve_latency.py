@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# As on the replicas (deployments/app.py): idle OpenMP threads sleep rather than spin, so the
+# in-process pipeline and the Serve replicas on the same cores do not slow each other down.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 QUERY_WORDS = [
     "winter boots", "waterproof jacket", "summer dress", "frying pan", "garden hose", "bluetooth speaker",

@@ -67,7 +67,10 @@ def _actor_options(**opts: Any) -> dict[str, Any]:
     import os
 
     path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    return {**opts, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+    # PASSIVE: idle OpenMP threads sleep instead of spinning, so the model replicas sharing a
+    # node's cores do not slow each other's forward passes down.
+    env = {"PYTHONPATH": path, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    return {**opts, "runtime_env": {"env_vars": env}}
 
 
 def _resolve(path: str) -> str:
