@@ -37,6 +37,7 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     import ray
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # local tests only
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "240")  # a loaded 2-core machine starts slowly
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     temp_dir = tmp_path_factory.mktemp("ray")
     ray.init(

@@ -273,3 +273,26 @@ def test_slow_then_back_then_new_version(triton_env, tmp_path: Path) -> None:  #
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# -- the serving ranker's "triton" backend ---------------------------------------------------
+def test_serving_ranker_triton_backend_matches_inprocess(triton, models) -> None:  # noqa: ANN001
+    from shoprank.serving.pipeline import make_backend
+
+    model = models["shoprank_ranker"]
+    model.trained_tasks = {"relevance", "click", "demand"}
+    q, i, num, _ = inputs(40, seed=7)
+    month = np.full(40, 12)
+    local = make_backend("inprocess", model).score(q, i, num, month)
+    remote = make_backend(
+        "triton",
+        model,
+        url=triton.grpc_url,
+        model_name="shoprank_ranker",
+        expected_version="shoprank_ranker-v1",
+        failover="unavailable",
+    ).score(q, i, num, month)
+    assert set(remote.scores) == set(local.scores)
+    assert remote.zero_shot == local.zero_shot
+    for task, value in local.scores.items():
+        np.testing.assert_allclose(remote.scores[task], value, atol=1e-5, err_msg=task)

@@ -94,10 +94,10 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def model_version(manifest: dict[str, Any] | None) -> str:
+def model_version(manifest: dict[str, Any] | None, encoder: str = "minilm") -> str:
     """A short, stable version name: weights hash prefix, or ``pretrained-<encoder>``."""
     if manifest is None:
-        return "pretrained-minilm"
+        return f"pretrained-{encoder}"
     return f"{manifest['model_config'].get('encoder', 'model')}-{manifest['weights_sha256'][:12]}"
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shoprank.model.checkpoint import model_version as _checkpoint_version
+from shoprank.model.checkpoint import model_version
 from shoprank.model.features import item_numeric_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.scoring import PairScores, class_probs, score_pairs
@@ -39,11 +39,6 @@ ZERO_SHOT_TEMPERATURE = 0.05  # as shoprank.model.scoring.zero_shot_class_probs
 
 SEASON_OF_MONTH = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
                    6: "summer", 7: "summer", 8: "summer", 9: "fall", 10: "fall", 11: "fall"}  # fmt: skip
-
-
-def model_version_of(manifest: dict[str, Any] | None, encoder: str) -> str:
-    """The checkpoint's version, or ``pretrained-<encoder>`` for the pretrained encoder alone."""
-    return _checkpoint_version(manifest) if manifest is not None else f"pretrained-{encoder}"
 
 
 def pick_device(device: str | None = None) -> str:
@@ -62,7 +57,7 @@ def load_serving_model(
     from shoprank.model.checkpoint import load_model
 
     model, manifest = load_model(checkpoint, encoder=encoder, device=pick_device(device))
-    return model, manifest, model_version_of(manifest, model.config.encoder)
+    return model, manifest, model_version(manifest, model.config.encoder)
 
 
 # -- intent -------------------------------------------------------------------------------
@@ -154,7 +149,13 @@ class InProcessBackend:
         return score_pairs(self.model, q, items, item_num, month)
 
 
-_BACKENDS: dict[str, Callable[..., ScoringBackend]] = {"inprocess": InProcessBackend}
+def _triton_backend(**kwargs: Any) -> ScoringBackend:
+    from shoprank.serving.triton_backend import TritonBackend  # imports tritonclient only when chosen
+
+    return TritonBackend(**kwargs)
+
+
+_BACKENDS: dict[str, Callable[..., ScoringBackend]] = {"inprocess": InProcessBackend, "triton": _triton_backend}
 
 
 def register_backend(name: str, factory: Callable[..., ScoringBackend]) -> None:
@@ -476,7 +477,7 @@ def expected_model_version(checkpoint: str | Path | None, encoder: str = "minilm
         return f"pretrained-{encoder}"
     from shoprank.model.checkpoint import read_manifest
 
-    return model_version_of(read_manifest(checkpoint), encoder)
+    return model_version(read_manifest(checkpoint), encoder)
 
 
 def check_versions_manifest(
