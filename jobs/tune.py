@@ -134,12 +134,17 @@ def _rows(results, tasks: list[str], max_t: int, label: str) -> list[dict[str, A
     return rows
 
 
+HELD_OUT_ROWS = 2000  # per task: the same seeded sample for every checkpoint compared
+
+
 def held_out(checkpoint_dir: str, data: TaskData, tasks: list[str], tune_cfg: TuneConfig) -> dict[str, Any]:
     """Test-split metrics of one checkpoint and its composite objective."""
     model, manifest = load_checkpoint(checkpoint_dir)
     flat: dict[str, float] = {}
     for t in tasks:
         df = data.split(t, "test").drop("split")
+        if df.height > HELD_OUT_ROWS:
+            df = df.sample(HELD_OUT_ROWS, seed=tune_cfg.seed)
         for k, v in task_metrics(model, t, df).items():
             if k != "loss":
                 flat[f"test/{t}/{k}"] = float(v)
