@@ -106,6 +106,36 @@ def stage_campaign(ctx: DemoContext) -> None:
     print(f"  report: {report}")
 
 
+def stage_triton(ctx: DemoContext) -> None:
+    """Export the ranker to a real Triton server and check it scores like the in-process ranker."""
+    import numpy as np
+
+    from shoprank.model.checkpoint import load_model, model_version
+    from shoprank.serving.pipeline import make_backend
+    from shoprank.triton.export import export_ranker
+    from shoprank.triton.server import TritonServer, ensure_env
+
+    model, manifest = load_model(ctx.state.get("checkpoint"))
+    if not model.pair_tasks:
+        print("  the model has no pairwise ranker heads; nothing to serve from Triton")
+        return
+    ensure_env(quiet=False)
+    version = model_version(manifest, model.config.encoder)
+    repo = export_ranker(model, ctx.out / "triton-repo", manifest=manifest).parent
+    texts = ["warm winter boots", "linen summer dress", "garden hose", "kids toy car"]
+    emb = model.embed(texts)
+    rng = np.random.default_rng(0)
+    items = emb[rng.integers(0, len(texts), 64)]
+    num = rng.random((64, 3)).astype(np.float32)
+    month = np.full(64, 12)
+    with TritonServer(repo, log_file=ctx.out / "triton.log") as server:
+        triton = make_backend("triton", model, url=server.grpc_url, expected_version=version, failover="unavailable")
+        remote = triton.score(emb[0], items, num, month)
+    local = make_backend("inprocess", model).score(emb[0], items, num, month)
+    diff = max(float(np.abs(remote.scores[t] - local.scores[t]).max()) for t in local.scores)
+    print(f"  Triton served ranker {version}: 64 candidates, max |Triton - in-process| = {diff:.2e}")
+
+
 Stage = tuple[str, Callable[[DemoContext], None]]
 
 # (title, function) in order; later issues append their stages here.
@@ -116,6 +146,7 @@ STAGES: list[Stage] = [
     ("fine-tune the multi-task model (Ray Train) and evaluate it", stage_train),
     ("build the index, serve over gRPC (Ray Serve) and search", stage_serve),
     ("score a seasonal campaign (Ray Data + Polars)", stage_campaign),
+    ("rank through a real Triton server (tritonclient)", stage_triton),
 ]
 
 
