@@ -31,7 +31,7 @@ import yaml
 from shoprank.errors import ShoprankError
 from shoprank.eval.tasks import task_metrics
 from shoprank.model.checkpoint import atomic_write_text, load_checkpoint
-from shoprank.train.config import TrainConfig, load_config
+from shoprank.train.config import TrainConfig, load_config, parse_config
 from shoprank.train.tasks import TaskData, build_task_data
 from shoprank.tune.config import TuneConfig, load_tune_config
 from shoprank.tune.objective import composite
@@ -214,7 +214,9 @@ def sweep(
 
     best = grid.get_best_result(metric="objective", mode="max", scope="all")
     best_ckpt = best.get_best_checkpoint("objective", "max")
-    best_cfg = trial_train_config(base, tune_cfg, best.config)
+    # Written with the training config's own (relative) paths, so it runs wherever that one does.
+    as_written = parse_config(yaml.safe_load(Path(tune_cfg.train_config).read_text()), tune_cfg.train_config)
+    best_cfg = trial_train_config(as_written, tune_cfg, best.config)
     best_path = out_dir / "best_config.yaml"
     atomic_write_text(best_path, yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
 
