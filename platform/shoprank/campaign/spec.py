@@ -21,10 +21,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shoprank.errors import ConfigError
+from shoprank.yamlconfig import read_yaml
 
 SEASON_MONTHS: dict[str, tuple[int, ...]] = {
     "winter": (12, 1, 2),
@@ -226,11 +226,4 @@ def parse_spec(data: Any, source: str = "campaign") -> CampaignSpec:
 
 def load_spec(path: str | Path) -> CampaignSpec:
     """Read and validate a campaign YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: campaign spec not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    return parse_spec(data, str(path))
+    return parse_spec(read_yaml(path, "campaign spec"), str(path))

@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shoprank.errors import ConfigError
 from shoprank.model.multitask import TASKS, ModelConfig
+from shoprank.yamlconfig import read_yaml, validate_mapping
 
 
 class _Strict(BaseModel):
@@ -145,33 +144,13 @@ class TrainConfig(_Strict):
         return {t: c.weight for t, c in self.tasks.items()}
 
 
-def _format_errors(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate a dict; raise ConfigError naming each bad field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_format_errors(e)}") from None
+    return validate_mapping(TrainConfig, data, source)
 
 
 def load_config(path: str | Path, base: str | Path | None = None) -> TrainConfig:
     """Load and validate a YAML config; relative data paths resolve against ``base``
     (default: the current directory, i.e. the repository root when run as documented)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    cfg = parse_config(data, str(path))
+    cfg = parse_config(read_yaml(path, "config"), str(path))
     return cfg.resolve_paths(Path(base) if base is not None else Path.cwd())

@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shoprank.errors import ConfigError
 from shoprank.model.multitask import TASKS
+from shoprank.yamlconfig import read_yaml, validate_mapping
 
 # Metrics ``shoprank.eval.tasks.task_metrics`` reports per task; an objective may use these.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
@@ -104,27 +103,11 @@ class TuneConfig(_Strict):
     seed: int = 0
 
 
-def _format_errors(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors())
-
-
 def parse_tune_config(data: object, source: str = "tune config") -> TuneConfig:
     """Validate a mapping; raise ConfigError naming each bad field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return TuneConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_format_errors(e)}") from None
+    return validate_mapping(TuneConfig, data, source)
 
 
 def load_tune_config(path: str | Path) -> TuneConfig:
     """Load and validate a sweep YAML."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: tune config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    return parse_tune_config(data, str(path))
+    return parse_tune_config(read_yaml(path, "tune config"), str(path))
