@@ -12,6 +12,14 @@ RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", ".pytest_cache", ".ruff_cache"]
 
 
+def ensure_repo_on_path() -> None:
+    """Make ``jobs/`` (at the repository root, next to ``platform/``) importable from the CLI."""
+    import sys
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
 def _client(address: str):  # noqa: ANN202 - ray.job_submission.JobSubmissionClient
     from ray.job_submission import JobSubmissionClient
 

@@ -33,13 +33,10 @@ def run(args: argparse.Namespace) -> int:
         entry = "PYTHONPATH=platform:$PYTHONPATH " + shlex.join(cmd)
         return submit_job(args.address, entry, follow=not args.no_follow)
 
-    import sys
-
-    from shoprank.cli.jobs import REPO_ROOT
+    from shoprank.cli.jobs import ensure_repo_on_path
     from shoprank.train.config import load_config
 
-    if str(REPO_ROOT) not in sys.path:  # jobs/ lives at the repository root, next to platform/
-        sys.path.insert(0, str(REPO_ROOT))
+    ensure_repo_on_path()
     from jobs.train import train
 
     cfg = load_config(args.config)

@@ -7,7 +7,6 @@ checkpoint = run_demo_training(out_dir, data_dir=OUT/"data")  # the demo's synth
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from shoprank.cli.jobs import REPO_ROOT
@@ -33,8 +32,9 @@ def run_demo_training(
 ) -> Path:
     """Fine-tune MiniLM briefly on the synthetic data (Ray Train), print the evaluation table,
     write ``OUT/eval.json`` + ``OUT/eval.md``, and return the checkpoint directory (``OUT/model``)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
+    from shoprank.cli.jobs import ensure_repo_on_path
+
+    ensure_repo_on_path()
     from jobs.train import train
     from shoprank.eval.report import write_report
     from shoprank.eval.runner import clean, evaluate_checkpoint, format_table
