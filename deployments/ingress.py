@@ -89,6 +89,12 @@ class SearchIngress:
             return self._fail(
                 grpc_context, grpc.StatusCode.DEADLINE_EXCEEDED, f"not served within {self.cfg.request_timeout_s}s"
             )
+        except Exception as e:  # errors that name their status, e.g. Triton down -> UNAVAILABLE
+            cause = getattr(e, "cause", None) or e  # Ray wraps errors raised in other deployments
+            status = getattr(cause, "grpc_status", None)
+            if status is None or not hasattr(grpc.StatusCode, status):
+                raise
+            return self._fail(grpc_context, getattr(grpc.StatusCode, status), str(cause))
         res.timings_ms["validate"] = (t_valid - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         log.info(
