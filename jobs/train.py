@@ -41,6 +41,17 @@ class TrainResult:
     stopped_early: bool
     wall_seconds: float
 
+    def summary(self) -> str:
+        """One JSON line: checkpoint, best epoch, epochs run, wall time."""
+        return json.dumps(
+            {
+                "checkpoint": str(self.checkpoint),
+                "best_epoch": self.best_epoch,
+                "epochs": [h["epoch"] for h in self.history],
+                "wall_seconds": round(self.wall_seconds, 1),
+            }
+        )
+
 
 def epoch_checkpoints(out_dir: Path) -> list[Path]:
     """Complete epoch checkpoints under OUT/ray/train, oldest first (corrupt ones skipped)."""
@@ -254,16 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     except ShoprankError as e:
         print(f"jobs.train: error: {e}", file=sys.stderr)
         return 2
-    print(
-        json.dumps(
-            {
-                "checkpoint": str(res.checkpoint),
-                "best_epoch": res.best_epoch,
-                "epochs": [h["epoch"] for h in res.history],
-                "wall_seconds": round(res.wall_seconds, 1),
-            }
-        )
-    )
+    print(res.summary())
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 
 
@@ -41,14 +40,5 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     res = train(cfg, args.out, workers=args.workers)
-    print(
-        json.dumps(
-            {
-                "checkpoint": str(res.checkpoint),
-                "best_epoch": res.best_epoch,
-                "epochs": [h["epoch"] for h in res.history],
-                "wall_seconds": round(res.wall_seconds, 1),
-            }
-        )
-    )
+    print(res.summary())
     return 0

@@ -77,21 +77,30 @@ def save_checkpoint(
     return directory
 
 
+def read_json_document(
+    path: Path, fmt: str, version: int, error: type[Exception], what: str, missing: str
+) -> dict[str, Any]:
+    """Parse a JSON manifest and check its ``format``/``format_version``; ``error`` names the problem."""
+    if not path.is_file():
+        raise error(missing)
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: {what} is not valid JSON ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error(f"{path}: not a shoprank {what} (format != {fmt!r})")
+    if doc.get("format_version") != version:
+        raise error(f"{path}: unsupported format_version {doc.get('format_version')!r}")
+    return doc
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Parse and check a checkpoint's manifest; raise CheckpointError naming the problem."""
     directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: not a shoprank checkpoint (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: manifest is not valid JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a shoprank checkpoint manifest (format != {FORMAT!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
-    return manifest
+    return read_json_document(
+        directory / MANIFEST, FORMAT, FORMAT_VERSION, CheckpointError, "checkpoint manifest",
+        f"{directory}: not a shoprank checkpoint (no {MANIFEST})",
+    )  # fmt: skip
 
 
 def model_version(manifest: dict[str, Any] | None, encoder: str = "minilm") -> str:

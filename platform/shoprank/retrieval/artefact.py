@@ -31,6 +31,7 @@ import polars as pl
 
 from shoprank.data.schemas import CATEGORY_SEP
 from shoprank.errors import DataError
+from shoprank.model.checkpoint import read_json_document
 
 FORMAT = "shoprank-index"
 FORMAT_VERSION = 1
@@ -174,18 +175,10 @@ def write_artefact(
 def read_index_manifest(index_dir: str | Path) -> dict[str, Any]:
     """Parse and check an artefact's manifest; DataError naming the problem otherwise."""
     index_dir = Path(index_dir)
-    path = index_dir / MANIFEST
-    if not path.is_file():
-        raise DataError(f"{index_dir}: not a shoprank index (no {MANIFEST}); build one with `shoprank index build`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: manifest is not valid JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"{path}: not a shoprank index manifest (format != {FORMAT!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
-    return manifest
+    return read_json_document(
+        index_dir / MANIFEST, FORMAT, FORMAT_VERSION, DataError, "index manifest",
+        f"{index_dir}: not a shoprank index (no {MANIFEST}); build one with `shoprank index build`",
+    )  # fmt: skip
 
 
 @dataclass

@@ -33,7 +33,7 @@ from torch import nn
 
 from shoprank.errors import CheckpointError
 from shoprank.eval.tasks import task_metrics, validation_summary
-from shoprank.model.checkpoint import atomic_write_text, read_manifest, save_checkpoint, sha256_file
+from shoprank.model.checkpoint import atomic_write_text, read_json_document, read_manifest, save_checkpoint, sha256_file
 from shoprank.model.features import item_numeric_features, month_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.train.config import TrainConfig
@@ -153,17 +153,10 @@ def read_train_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, t
     """Check and read ``progress.json`` + ``train_state.safetensors``; CheckpointError if unusable."""
     directory = Path(directory)
     read_manifest(directory)  # the model half must be a valid shoprank checkpoint too
-    path = directory / PROGRESS
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no {PROGRESS}; a model-only checkpoint cannot resume training")
-    try:
-        progress = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(progress, dict) or progress.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a shoprank training state (format != {STATE_FORMAT!r})")
-    if progress.get("format_version") != STATE_VERSION:
-        raise CheckpointError(f"{path}: unsupported format_version {progress.get('format_version')!r}")
+    progress = read_json_document(
+        directory / PROGRESS, STATE_FORMAT, STATE_VERSION, CheckpointError, "training state",
+        f"{directory}: no {PROGRESS}; a model-only checkpoint cannot resume training",
+    )  # fmt: skip
     ts = directory / TRAIN_STATE
     if not ts.is_file() or sha256_file(ts) != progress.get("train_state_sha256"):
         raise CheckpointError(f"{ts}: missing or checksum mismatch (corrupt or replaced)")
