@@ -106,7 +106,7 @@ def build_catalogue_index(n: int, out: Path, cache: Path, embed_max: int | None)
         pass
     cat = catalogue(n, seed=0)
     cache.mkdir(parents=True, exist_ok=True)
-    emb_file = cache / f"minilm_{m}.npy"
+    emb_file = cache / f"minilm_{n}_{m}.npy"  # the first m texts of the n-item catalogue
     if emb_file.is_file():
         emb = np.load(emb_file, allow_pickle=False)
     else:
@@ -207,6 +207,43 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
     return res
 
 
+def bench_hop_floor(requests: int = 200) -> dict:
+    """Serve's own cost on this machine: a no-op app of the same shape as the search graph (an
+    ingress awaiting three other deployments in turn), called through a handle from this process.
+    Its p50 is the latency every served request pays before any model work; compare it with the
+    served minus in-process p50 above."""
+    from ray import serve
+
+    @serve.deployment(name="NoOp", ray_actor_options={"num_cpus": 0.1})
+    class NoOp:
+        async def __call__(self, x: int) -> int:
+            return x
+
+    @serve.deployment(name="NoOpIngress", ray_actor_options={"num_cpus": 0.1})
+    class NoOpIngress:
+        def __init__(self, a, b, c) -> None:
+            self.hops = (a, b, c)
+
+        async def __call__(self, x: int) -> int:
+            for h in self.hops:
+                x = await h.remote(x)
+            return x
+
+    handle = serve.run(NoOpIngress.bind(NoOp.bind(), NoOp.bind(), NoOp.bind()), name="hop-floor", route_prefix=None)
+    for i in range(20):
+        handle.remote(i).result()
+    lat = []
+    for i in range(requests):
+        t0 = time.perf_counter()
+        handle.remote(i).result()
+        lat.append((time.perf_counter() - t0) * 1e3)
+    serve.delete("hop-floor")
+    res = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+    print(f"\n== Serve floor: no-op ingress + 3 deployments, same shape as the search graph ==\n"
+          f"  p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms a request (no model, no gRPC proxy)")  # fmt: skip
+    return res
+
+
 def bench_ann(n: int, args) -> dict:
     from shoprank.retrieval.index import build_hnsw, exact_topk
 
@@ -278,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         server.init_ray(num_cpus=args.num_cpus)
         try:
             results["catalogues"] = [bench_catalogue(n, args, args.out) for n in args.sizes]
+            server.start_serve(server.free_port())
+            results["serve_hop_floor"] = bench_hop_floor()
         finally:
             server.shutdown()
     if not args.skip_ann:

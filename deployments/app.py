@@ -19,6 +19,7 @@ from ray.serve import Application
 from shoprank.retrieval.artefact import read_index_manifest
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import check_versions_manifest
+from shoprank.serving.server import SERVE_PERF_ENV
 
 from deployments.ingress import SearchIngress
 from deployments.intent import QueryIntent
@@ -55,6 +56,10 @@ class AppArgs(BaseModel):
     strict_versions: bool = True
     ingress_max_ongoing_requests: int | None = None
     ingress_max_queued_requests: int | None = None
+    # Serve's per-request access log line in every replica. Off by default: the ingress logs
+    # one line per request itself (hashed user id, k, candidates, batch, versions, latency), and
+    # four access-log lines per search cost ~10% of the CPU of a request on 2 cores.
+    access_log: bool = False
 
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
@@ -70,6 +75,7 @@ def _actor_options(**opts: Any) -> dict[str, Any]:
     # PASSIVE: idle OpenMP threads sleep instead of spinning, so the model replicas sharing a
     # node's cores do not slow each other's forward passes down.
     env = {"PYTHONPATH": path, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env.update({k: os.environ.get(k, v) for k, v in SERVE_PERF_ENV.items()})
     return {**opts, "runtime_env": {"env_vars": env}}
 
 
@@ -89,18 +95,19 @@ def build_app(args: dict[str, Any]) -> Application:
     cfg = ServingConfig.model_validate(a.serving)
     check_versions_manifest(a.checkpoint, a.encoder, read_index_manifest(a.index_dir), a.index_dir, a.strict_versions)
     batch = {"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s}
-    intent = QueryIntent.options(ray_actor_options=_actor_options(num_cpus=a.intent_num_cpus)).bind(
+    logs = {"logging_config": {"enable_access_log": a.access_log}}
+    intent = QueryIntent.options(ray_actor_options=_actor_options(num_cpus=a.intent_num_cpus), **logs).bind(
         a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads, **batch
     )
-    retriever = CandidateRetriever.options(ray_actor_options=_actor_options(num_cpus=a.retriever_num_cpus)).bind(
-        a.index_dir, cfg.model_dump(), **batch
-    )
+    retriever = CandidateRetriever.options(
+        ray_actor_options=_actor_options(num_cpus=a.retriever_num_cpus), **logs
+    ).bind(a.index_dir, cfg.model_dump(), **batch)
     ranker_opts = _actor_options(num_cpus=a.ranker_num_cpus, num_gpus=a.ranker_num_gpus)
-    ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts).bind(
+    ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts, **logs).bind(
         a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, a.ranker_backend_options,
         torch_threads=a.torch_threads, device=a.ranker_device, **batch,
     )  # fmt: skip
-    ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(num_cpus=a.ingress_num_cpus)}
+    ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(num_cpus=a.ingress_num_cpus), **logs}
     if a.ingress_max_ongoing_requests is not None:
         ingress_opts["max_ongoing_requests"] = a.ingress_max_ongoing_requests
     if a.ingress_max_queued_requests is not None:

@@ -81,6 +81,15 @@ def test_setup_installs_the_project(config: dict) -> None:
     assert any("$RAY_HEAD_IP" in c for c in config["worker_start_ray_commands"])
 
 
+def test_every_node_starts_ray_with_the_serve_request_path_settings(config: dict) -> None:
+    from shoprank.serving.server import SERVE_PERF_ENV
+
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in config[key] if "ray start" in c)
+        for name, value in SERVE_PERF_ENV.items():
+            assert f"{name}={value}" in start, (key, name)
+
+
 def test_alternative_providers_are_commented() -> None:
     text = CLUSTER_YAML.read_text()
     for provider in ("gcp", "azure", "local"):

@@ -1,0 +1,150 @@
+"""Multi-task vs single-task, and shared bottom vs MMoE, at the same training budget.
+
+    python -m jobs.ablation --config configs/ablation.yaml --out runs/ablation
+    ray job submit --working-dir . -- python -m jobs.ablation --config configs/ablation.yaml --out /tmp/abl
+
+Trains, with the same epochs x steps x batch size, the same data splits and the same head
+refit: the multi-task model on a shared bottom, the multi-task model on an MMoE, and one
+single-task model per task (``--single`` to choose). Each is a normal ``jobs.train`` run
+(Ray Train) under ``OUT/<variant>``, evaluated on the held-out test split by
+``shoprank.eval.runner.evaluate_checkpoint``. Finished variants are skipped on a rerun (their
+``eval.json`` is kept), so a killed ablation resumes where it stopped.
+
+Writes ``OUT/ablation.json`` and ``OUT/ablation.md``: one row per task metric, one column per
+variant, and whether each multi-task model beats the single-task model of that task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from shoprank.errors import ShoprankError
+from shoprank.eval.report import markdown_table
+from shoprank.model.checkpoint import atomic_write_text
+from shoprank.train.config import TrainConfig, load_config
+
+MULTI = ("multi_task_shared_bottom", "multi_task_mmoe")
+LOWER_IS_BETTER = ("rmse",)
+
+
+def variants(cfg: TrainConfig, single: list[str] | None) -> dict[str, TrainConfig]:
+    """Variant name -> config. Every variant keeps the base budget (epochs, steps, batch size)."""
+    out = {
+        MULTI[0]: cfg.model_copy(update={"model": cfg.model.model_copy(update={"architecture": "shared_bottom"})}),
+        MULTI[1]: cfg.model_copy(update={"model": cfg.model.model_copy(update={"architecture": "mmoe"})}),
+    }
+    for task in single if single is not None else list(cfg.tasks):
+        if task not in cfg.tasks:
+            raise ShoprankError(f"--single: task {task!r} is not in the config (tasks: {sorted(cfg.tasks)})")
+        one = cfg.model_dump(mode="json")
+        one["tasks"] = {task: one["tasks"][task]}
+        one["model"]["architecture"] = "shared_bottom"
+        one["model"]["tasks"] = [task]
+        used = set(one["tasks"][task]["sources"])
+        one["sources"] = {k: v for k, v in one["sources"].items() if k in used}
+        out[f"single_task_{task}"] = TrainConfig.model_validate(one)
+    return out
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    """Is ``a`` better than ``b`` for this metric (``.../rmse`` lower, everything else higher)?"""
+    if math.isnan(a) or math.isnan(b):
+        return False
+    return a < b if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else a > b
+
+
+def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Table rows (metric x variant) and a summary: tasks where each multi-task model beats single-task."""
+    rows, wins = [], {m: set() for m in MULTI}
+    losses = {m: set() for m in MULTI}
+    metrics = sorted({k for r in results.values() for k in r})
+    for metric in metrics:
+        task = metric.split("/", 1)[0]
+        row: dict[str, Any] = {"metric": metric}
+        for name, r in results.items():
+            row[name] = r.get(metric, float("nan"))
+        single = results.get(f"single_task_{task}", {}).get(metric, float("nan"))
+        for m in MULTI:
+            mv = results.get(m, {}).get(metric, float("nan"))
+            if math.isnan(single) or math.isnan(mv):
+                row[f"{m} beats single"] = "–"
+                continue
+            won = better(metric, mv, single)
+            row[f"{m} beats single"] = "yes" if won else "no"
+            (wins if won else losses)[m].add(task)
+        rows.append(row)
+    summary = {
+        m: {
+            # a task counts as a win when the multi-task model wins on every compared metric of it
+            "tasks_won": sorted(wins[m] - losses[m]),
+            "tasks_lost_or_mixed": sorted(losses[m]),
+        }
+        for m in MULTI
+    }
+    arch = {}
+    for metric in metrics:
+        a, b = results.get(MULTI[0], {}).get(metric), results.get(MULTI[1], {}).get(metric)
+        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
+            arch[metric] = "mmoe" if better(metric, b, a) else "shared_bottom"
+    summary["architecture_better_on"] = {k: sum(1 for v in arch.values() if v == k) for k in ("shared_bottom", "mmoe")}
+    return rows, summary
+
+
+def run_variant(name: str, cfg: TrainConfig, out: Path, workers: int | None, max_rows: int | None) -> dict[str, float]:
+    """Train (or resume) and evaluate one variant; reuse its eval.json when already done."""
+    from shoprank.eval.runner import evaluate_checkpoint
+
+    from jobs.train import train
+
+    vdir = out / name
+    done = vdir / "eval.json"
+    if done.is_file():
+        print(f"[{name}] already evaluated: {done}", flush=True)
+        return json.loads(done.read_text())["metrics"]
+    print(f"[{name}] training: tasks {list(cfg.tasks)}, {cfg.model.architecture}", flush=True)
+    res = train(cfg, vdir, workers=workers)
+    report = evaluate_checkpoint(res.checkpoint, baselines=False, max_rows=max_rows, log=print)
+    report["train_seconds"] = res.wall_seconds
+    atomic_write_text(done, json.dumps(report, indent=2, default=float, sort_keys=True))
+    return report["metrics"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.ablation", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True, help="multi-task training YAML; its budget applies to every variant")
+    ap.add_argument("--out", required=True, help="output directory (one sub-directory per variant)")
+    ap.add_argument("--single", nargs="*", default=None, help="tasks to train alone (default: every task)")
+    ap.add_argument("--workers", type=int, default=None, help="Ray Train workers per run")
+    ap.add_argument("--max-eval-rows", type=int, default=4000, help="test rows per task and source")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    try:
+        cfg = load_config(args.config)
+        plan = variants(cfg, args.single)
+        results = {n: run_variant(n, c, out, args.workers, args.max_eval_rows) for n, c in plan.items()}
+    except ShoprankError as e:
+        print(f"jobs.ablation: error: {e}", file=sys.stderr)
+        return 2
+    rows, summary = comparison(results)
+    budget = f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps x batch {cfg.batch_size}"
+    md = (
+        f"# Multi-task vs single-task, shared bottom vs MMoE\n\nSame budget for every variant: {budget}; "
+        f"config `{args.config}`; held-out test split.\n\n{markdown_table(rows)}\n"
+        + "".join(f"- {m}: beats single-task on {len(s['tasks_won'])} task(s) {s['tasks_won']}; "
+                  f"not on {s['tasks_lost_or_mixed']}\n" for m, s in summary.items() if m in MULTI)
+        + f"- shared bottom vs MMoE, metrics won: {summary['architecture_better_on']}\n"
+    )  # fmt: skip
+    atomic_write_text(out / "ablation.md", md)
+    atomic_write_text(out / "ablation.json", json.dumps({"budget": budget, "results": results, "summary": summary},
+                                                       indent=2, default=float))  # fmt: skip
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
