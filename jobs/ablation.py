@@ -74,6 +74,9 @@ def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any
             if math.isnan(single) or math.isnan(mv):
                 row[f"{m} beats single"] = "–"
                 continue
+            if mv == single:  # a tie is neither (e.g. Best Buy's one-class intent: 1.0 everywhere)
+                row[f"{m} beats single"] = "tie"
+                continue
             won = better(metric, mv, single)
             row[f"{m} beats single"] = "yes" if won else "no"
             (wins if won else losses)[m].add(task)
@@ -81,6 +84,7 @@ def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any
     summary = {
         m: {
             # a task counts as a win when the multi-task model wins on every compared metric of it
+            # (ties aside)
             "tasks_won": sorted(wins[m] - losses[m]),
             "tasks_lost_or_mixed": sorted(losses[m]),
         }
@@ -89,7 +93,7 @@ def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any
     arch = {}
     for metric in metrics:
         a, b = results.get(MULTI[0], {}).get(metric), results.get(MULTI[1], {}).get(metric)
-        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
+        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)) and a != b:
             arch[metric] = "mmoe" if better(metric, b, a) else "shared_bottom"
     summary["architecture_better_on"] = {k: sum(1 for v in arch.values() if v == k) for k in ("shared_bottom", "mmoe")}
     return rows, summary

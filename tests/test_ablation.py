@@ -39,11 +39,13 @@ def test_comparison_counts_a_task_only_when_every_metric_wins():
         "single_task_season": {"season/f/accuracy": 0.8},
         "single_task_relevance": {"relevance/h/rmse": 0.25, "relevance/h/ndcg@10": 0.85},
     }
+    results["multi_task_shared_bottom"]["season/b/accuracy"] = results["single_task_season"]["season/b/accuracy"] = 1.0
     rows, summary = ablation.comparison(results)
     by = {r["metric"]: r for r in rows}
     assert by["relevance/h/rmse"]["multi_task_shared_bottom beats single"] == "yes"  # lower rmse wins
     assert by["relevance/h/ndcg@10"]["multi_task_shared_bottom beats single"] == "no"
-    assert summary["multi_task_shared_bottom"]["tasks_won"] == ["season"]
+    assert by["season/b/accuracy"]["multi_task_shared_bottom beats single"] == "tie"
+    assert summary["multi_task_shared_bottom"]["tasks_won"] == ["season"]  # the tie does not spoil the win
     assert summary["multi_task_shared_bottom"]["tasks_lost_or_mixed"] == ["relevance"]
     assert summary["multi_task_mmoe"]["tasks_won"] == []
     assert summary["architecture_better_on"] == {"shared_bottom": 2, "mmoe": 1}
