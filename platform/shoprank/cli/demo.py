@@ -67,7 +67,10 @@ def stage_ray(ctx: DemoContext) -> None:
 
     import ray
 
+    from shoprank.serving.server import apply_serve_perf_env
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user Ray on this machine
+    apply_serve_perf_env()  # the serve stage's gRPC proxy starts from this environment
     if not ray.is_initialized():
         ray.init(
             include_dashboard=False,

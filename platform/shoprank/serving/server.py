@@ -68,6 +68,13 @@ def deploy(app_args: dict[str, Any], name: str = DEFAULT_APPLICATION, blocking: 
     serve.run(build_app(app_args), name=name, route_prefix=f"/{name}", blocking=blocking)
 
 
+def apply_serve_perf_env() -> None:
+    """Put SERVE_PERF_ENV into this process's environment (call before Ray starts; values already
+    set win), so that Serve's proxy and controller, started from it, run with the same settings."""
+    for key, value in SERVE_PERF_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def init_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
     """A local Ray for serving (no dashboard), unless one is already initialised."""
     import ray
@@ -75,8 +82,7 @@ def init_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-    for key, value in SERVE_PERF_ENV.items():
-        os.environ.setdefault(key, value)
+    apply_serve_perf_env()
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, **kwargs)
 
 
