@@ -38,6 +38,7 @@ from shoprank.tune.objective import composite
 from shoprank.tune.report import comparison_markdown, plot_weights, write_trials
 from shoprank.tune.space import param_space
 from shoprank.tune.trainable import BASELINE_KEY, run_trial, trial_train_config
+from shoprank.yamlconfig import read_yaml
 
 
 @dataclass
@@ -215,7 +216,7 @@ def sweep(
     best = grid.get_best_result(metric="objective", mode="max", scope="all")
     best_ckpt = best.get_best_checkpoint("objective", "max")
     # Written with the training config's own (relative) paths, so it runs wherever that one does.
-    as_written = parse_config(yaml.safe_load(Path(tune_cfg.train_config).read_text()), tune_cfg.train_config)
+    as_written = parse_config(read_yaml(tune_cfg.train_config, "config"), tune_cfg.train_config)
     best_cfg = trial_train_config(as_written, tune_cfg, best.config)
     best_path = out_dir / "best_config.yaml"
     atomic_write_text(best_path, yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))

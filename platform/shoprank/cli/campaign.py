@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from shoprank.errors import ConfigError, ShoprankError
+from shoprank.repo import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 UPLOAD_EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 

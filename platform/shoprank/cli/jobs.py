@@ -6,18 +6,10 @@ import time
 from pathlib import Path
 
 from shoprank.errors import ShoprankError
+from shoprank.repo import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", ".pytest_cache", ".ruff_cache"]
-
-
-def ensure_repo_on_path() -> None:
-    """Make ``jobs/`` (at the repository root, next to ``platform/``) importable from the CLI."""
-    import sys
-
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
 
 
 def _client(address: str):  # noqa: ANN202 - ray.job_submission.JobSubmissionClient

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         entry = "PYTHONPATH=platform:$PYTHONPATH " + shlex.join(cmd)
         return submit_job(args.address, entry, follow=not args.no_follow)
 
-    from shoprank.cli.jobs import ensure_repo_on_path
+    from shoprank.repo import ensure_repo_on_path
     from shoprank.train.config import load_config
 
     ensure_repo_on_path()

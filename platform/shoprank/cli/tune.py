@@ -16,7 +16,7 @@ def _run(args: argparse.Namespace) -> int:
 
         cmd = f"python -m jobs.tune --config {args.config}" + (f" --out {args.out}" if args.out else "")
         return submit_job(args.submit, cmd)
-    from shoprank.cli.jobs import ensure_repo_on_path
+    from shoprank.repo import ensure_repo_on_path
 
     ensure_repo_on_path()
     from jobs.tune import sweep

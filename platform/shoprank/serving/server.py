@@ -5,24 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
-from pathlib import Path
 from typing import Any
 
+from shoprank.repo import ensure_repo_on_path
 from shoprank.serving.client import DEFAULT_APPLICATION
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 log = logging.getLogger("shoprank.serving")
 
 # Ray Serve's per-request cost on the search path (measured with bench/serve_latency.py on 2
-# cores: ~48 -> ~34 ms CPU per request at concurrency 16): request-path logs buffered instead of
-# flushed per line (errors still flush at once), replica logs to files only (not also through
-# stderr to the log monitor), and replica-to-replica calls over gRPC. These are three of the
-# settings of Serve's own RAY_SERVE_THROUGHPUT_OPTIMIZED mode; the others (user code on the
-# replica's main event loop, direct ingress) defeat @serve.batch or bypass the gRPC proxy here.
-# Read when Serve's modules are imported, so they must be in the environment of every Serve
-# process: init_ray() puts them in this process's environment before Ray starts (the proxy and
-# controller inherit them); the replicas also get them through their runtime_env.
+# cores: ~48 -> ~33 ms CPU per request at concurrency 16, with the access log off): request-path
+# logs buffered instead of flushed per line (errors still flush at once), replica logs to files
+# only (not also through stderr to the log monitor), and replica-to-replica calls over gRPC.
+# These are three of the settings of Serve's own RAY_SERVE_THROUGHPUT_OPTIMIZED mode; the others
+# (user code on the replica's main event loop, direct ingress) defeat @serve.batch or bypass the
+# gRPC proxy here. Read when Serve's modules are imported, so they must be in the environment of
+# every Serve process: apply_serve_perf_env() puts them in this process's environment before Ray
+# starts (the proxy and controller inherit them); the replicas also get them through their
+# runtime_env.
 SERVE_PERF_ENV = {
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_LOG_TO_STDERR": "0",
@@ -37,18 +36,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ensure_deployments_importable() -> None:
-    """``deployments/`` sits at the repository root, next to ``platform/``; put the root on sys.path."""
-    if str(REPO_ROOT) not in sys.path and (REPO_ROOT / "deployments" / "app.py").is_file():
-        sys.path.insert(0, str(REPO_ROOT))
-
-
 def start_serve(grpc_port: int, http_port: int | None = None) -> None:
     """Start Serve (Ray must be initialised) with the gRPC proxy on ``grpc_port``."""
     from ray import serve
     from ray.serve.config import HTTPOptions, gRPCOptions
 
-    ensure_deployments_importable()
+    ensure_repo_on_path()
     import shoprank.serving.protos  # noqa: F401 - generate the code before the proxy imports it
     from deployments.app import GRPC_SERVICER_FUNCTIONS
 
@@ -62,7 +55,7 @@ def deploy(app_args: dict[str, Any], name: str = DEFAULT_APPLICATION, blocking: 
     """Deploy (or roll out a new version of) the search app; returns once it is running."""
     from ray import serve
 
-    ensure_deployments_importable()
+    ensure_repo_on_path()
     from deployments.app import build_app
 
     serve.run(build_app(app_args), name=name, route_prefix=f"/{name}", blocking=blocking)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shoprank.cli.jobs import REPO_ROOT
+from shoprank.repo import REPO_ROOT, ensure_repo_on_path
 
 
 def demo_config(data_dir: str | Path | None = None, workers: int | None = None):  # noqa: ANN201 - TrainConfig
@@ -32,8 +32,6 @@ def run_demo_training(
 ) -> Path:
     """Fine-tune MiniLM briefly on the synthetic data (Ray Train), print the evaluation table,
     write ``OUT/eval.json`` + ``OUT/eval.md``, and return the checkpoint directory (``OUT/model``)."""
-    from shoprank.cli.jobs import ensure_repo_on_path
-
     ensure_repo_on_path()
     from jobs.train import train
     from shoprank.eval.report import write_report
