@@ -118,6 +118,21 @@ def test_fashion_winter_campaign_ranks_winter_first(ray_local: None, shared_data
     assert cold_share_top > cold_share_all, (cold_share_top, cold_share_all)
 
 
+def test_price_filter_on_catalogue_without_prices_fails_up_front(ray_local: None, tmp_path: Path) -> None:
+    from shoprank.errors import ConfigError
+
+    no_prices = synthetic_catalogue(30).drop("price")
+    no_prices.write_parquet(tmp_path / "no_prices.parquet")
+    spec = _spec(tmp_path / "out", filters={"price_max": 100})
+    with pytest.raises(ConfigError, match=r"filters\.price_max: .* has no prices"):
+        run_campaign(spec, tmp_path / "no_prices.parquet", encoder="tiny", shard_size=10, num_actors=1, progress=False)
+    assert not (tmp_path / "out" / "ranked").exists() and not (tmp_path / "out" / "_work" / "shards").exists()
+    # The same catalogue without the price filter scores every row.
+    result = run_campaign(_spec(tmp_path / "out"), tmp_path / "no_prices.parquet", encoder="tiny", shard_size=10,
+                          num_actors=1, progress=False)  # fmt: skip
+    assert result.complete and result.scored == 30 and result.filtered == 0
+
+
 def test_cli_run(ray_local: None, catalogue: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from shoprank.cli import campaign as cli
 

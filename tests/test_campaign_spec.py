@@ -16,6 +16,8 @@ def test_shipped_specs_load() -> None:
     winter = load_spec(REPO / "campaigns" / "winter-2026.yaml")
     assert winter.window == [12, 1, 2] and winter.top_n == 200 and winter.segments.by == "category"
     assert winter.filters.price_max == 100 and winter.blend.normalised()["theme"] == pytest.approx(0.5)
+    fashion = load_spec(REPO / "campaigns" / "winter-fashion.yaml")
+    assert fashion.window == winter.window and fashion.themes == winter.themes and fashion.filters.price_max is None
     demo = load_spec(REPO / "campaigns" / "demo.yaml")
     assert demo.window == [12, 1, 2]  # season: winter
     assert "hot chocolate" in demo.theme_texts()

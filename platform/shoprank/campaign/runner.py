@@ -239,6 +239,7 @@ class CampaignRunner:
         path, fmt = self._source()
         lf = source.scan(path, fmt)
         source.check_columns(lf, path)
+        source.check_filters(lf, self.spec.filters.model_dump(), self.catalogue)
         n_rows = source.count_rows(lf)
         shards = source.plan_shards(n_rows, self.shard_size)
         pending = [s for s in shards if not self._done(s.index)]
@@ -365,6 +366,7 @@ class CampaignRunner:
         q_reasons = quarantine_reasons(self.quarantine_dir)
         agg["quarantined"] += self.loader_quarantined
         agg["rows"] += self.loader_quarantined
+        result.rows = agg["rows"]  # as in the report: rows in the source, the loader's quarantined ones included
         result.scored, result.quarantined, result.filtered = agg["scored"], agg["quarantined"], agg["filtered"]
         result.segments = len(agg["segments"])
         summary = {

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shoprank.data.schemas import CATALOGUE
-from shoprank.errors import DataError
+from shoprank.errors import ConfigError, DataError
 
 CANONICAL_FORMATS = ("parquet", "csv")
 REQUIRED = ("item_id", "title")
@@ -101,6 +101,26 @@ def check_columns(lf: pl.LazyFrame, path: str | Path) -> list[str]:
     if missing:
         raise DataError(f"{path}: catalogue lacks required column(s) {missing} (has {names})")
     return names
+
+
+def check_filters(lf: pl.LazyFrame, filters: dict[str, Any], path: str | Path) -> None:
+    """ConfigError naming a price filter when the catalogue has no price in any row.
+
+    A price filter drops rows without a price, so on such a catalogue it would silently
+    filter every item out; this check (one streaming pass over one column) fails up front.
+    """
+    used = [name for name in ("price_min", "price_max") if filters.get(name) is not None]
+    if not used:
+        return
+    names = lf.collect_schema().names()
+    has_price = "price" in names and bool(
+        lf.select(_to_float(pl.col("price")).is_not_null().any()).collect(engine="streaming").item()
+    )
+    if not has_price:
+        raise ConfigError(
+            f"filters.{used[0]}: catalogue {path} has no prices (no row has a price), so the filter "
+            "would drop every item; remove the price filter to score this catalogue"
+        )
 
 
 def count_rows(lf: pl.LazyFrame) -> int:
