@@ -115,7 +115,7 @@ class SearchIngress:
             )
         t2 = time.perf_counter()
         job = RankJob(
-            q_emb=emb, k=q.k, weights=q.weights, month=q.month, index_dir=index_dir,
+            q_emb=emb, query=q.query, k=q.k, weights=q.weights, month=q.month, index_dir=index_dir,
             index_version=index_version, positions=positions, item_ids=q.item_ids,
         )  # fmt: skip
         ranked = await self.ranker.remote(job)

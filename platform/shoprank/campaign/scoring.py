@@ -34,7 +34,9 @@ import pyarrow as pa
 from shoprank.batch.embed import ItemEmbedder, batch_texts
 from shoprank.campaign.spec import MONTH_SEASON, SEASON_MONTHS, CampaignSpec
 from shoprank.model.features import item_numeric_features
+from shoprank.model.lexical import lexical_features
 from shoprank.model.scoring import class_probs, score_pairs
+from shoprank.model.text import title_of
 
 SEASON_DESCRIPTIONS: dict[str, str] = {
     "winter": "warm winter clothing, coats, jackets, sweaters, boots, snow",
@@ -179,8 +181,10 @@ class CampaignScorer(ItemEmbedder):
         rel = np.zeros((len(self.themes), n))
         clk = np.zeros((len(self.themes), n))
         sim = np.zeros((len(self.themes), n))
+        titles = [title_of(t) for t in texts] if self.model.uses_lexical else None
         for t in range(len(self.themes)):
-            ps = score_pairs(self.model, self.theme_emb[t], emb, item_num, 0)
+            lexical = lexical_features(self.themes[t], titles) if titles is not None else None
+            ps = score_pairs(self.model, self.theme_emb[t], emb, item_num, 0, lexical)
             rel[t] = ps.scores["relevance"]
             clk[t] = ps.scores["click"]
             sim[t] = ps.scores["similarity"]

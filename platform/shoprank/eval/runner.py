@@ -27,8 +27,9 @@ from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, normaliz
 from shoprank.eval.tasks import class_logits, embed_unique, numeric, pair_raw, retrieval_metrics
 from shoprank.model.checkpoint import load_checkpoint, load_model, model_version
 from shoprank.model.features import month_features
+from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
-from shoprank.model.text import item_text
+from shoprank.model.text import item_text, title_of
 
 MAX_EVAL_ROWS = 4000
 # Best Buy lookup: clicks decay with a 7-day half-life; single words back off unseen queries.
@@ -73,6 +74,8 @@ def rank_catalogue(
     iemb = embed_unique(model, items["item"].to_list())
     qemb = embed_unique(model, queries)
     ids = items["item_id"].to_list()
+    titles = [title_of(t) for t in items["item"].to_list()]
+    lexical = head in model.lexical and model.uses_lexical
     dev = model.device
     it = torch.as_tensor(iemb, device=dev)
     num = torch.as_tensor(numeric(items), device=dev)
@@ -85,6 +88,9 @@ def rank_catalogue(
             s = it @ qv
         else:
             s = model.pair_outputs(qv, it, num, mon)[head]
+            if lexical:
+                raw = model.add_lexical({head: s.float().cpu().numpy()}, lexical_features(q, titles))[head]
+                s = torch.as_tensor(raw)
         top = torch.topk(s.float(), kk).indices.cpu().numpy()
         out[q] = [ids[i] for i in top]
     return out

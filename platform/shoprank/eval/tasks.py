@@ -15,7 +15,9 @@ from torch.nn import functional as F
 
 from shoprank.eval import metrics as M
 from shoprank.model.features import item_numeric_features, month_features
+from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.text import title_of
 
 # The primary metric of each task and whether higher is better (val_score uses these).
 PRIMARY: dict[str, tuple[str, bool]] = {
@@ -53,9 +55,14 @@ def numeric(df: pl.DataFrame) -> np.ndarray:
     )
 
 
+def frame_lexical(df: pl.DataFrame) -> np.ndarray:
+    """Lexical match features [N, F] of each row's query and item title."""
+    return lexical_features(df["query"].to_list(), [title_of(t) for t in df["item"].to_list()])
+
+
 @torch.inference_mode()
 def pair_raw(model: MultiTaskModel, task: str, df: pl.DataFrame, batch_size: int = 512) -> np.ndarray:
-    """Raw head output per row (relevance / demand value, click logit)."""
+    """Raw head output per row (relevance / demand value, click logit), lexical term included."""
     model.eval()
     i = embed_unique(model, df["item"].to_list())
     if task == "demand":
@@ -72,7 +79,10 @@ def pair_raw(model: MultiTaskModel, task: str, df: pl.DataFrame, batch_size: int
             return torch.as_tensor(a[s : s + batch_size], dtype=torch.float32, device=dev)
 
         out.append(model.pair_outputs(t(q), t(i), t(num), t(mon))[task].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    raw = np.concatenate(out) if out else np.zeros(0, np.float32)
+    if task in model.lexical and model.uses_lexical:
+        raw = model.add_lexical({task: raw}, frame_lexical(df))[task]
+    return raw
 
 
 @torch.inference_mode()

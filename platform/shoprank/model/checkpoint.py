@@ -111,7 +111,8 @@ def model_version(manifest: dict[str, Any] | None, encoder: str = "minilm") -> s
 
 
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTaskModel, dict[str, Any]]:
-    """Build the model from the manifest and load its safetensors weights (strictly)."""
+    """Build the model from the manifest and load its safetensors weights (strictly, except that
+    checkpoints older than the lexical term load with it switched off)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     weights = directory / WEIGHTS
@@ -126,7 +127,11 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTa
     model = MultiTaskModel(config, manifest.get("label_maps") or {})
     try:
         state = load_file(str(weights), device=device)
-        model.load_state_dict(state, strict=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Checkpoints from before the lexical term lack only its weights: it stays zero (off).
+        missing = [k for k in missing if not k.startswith("lexical.")]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
     except Exception as e:  # safetensors header errors, shape/key mismatches
         raise CheckpointError(f"{weights}: weights do not fit the manifest's model ({e})") from e
     model.trained_tasks = set(manifest.get("trained_tasks", []))

@@ -11,7 +11,9 @@ Tasks (each switchable in ``ModelConfig.tasks``):
 - ``demand``    (item, month) -> monthly demand share (regression)
 
 The pairwise tasks share one input ``[q, i, q*i, |q-i|, item numerics, month]`` and sit on a
-shared bottom MLP or an MMoE (experts + one softmax gate per task).
+shared bottom MLP or an MMoE (experts + one softmax gate per task). Relevance adds a linear
+term on lexical match features of the query and the item title (``shoprank.model.lexical``),
+zero until the head refit fits it with the relevance tower.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from torch import nn
 
 from shoprank.model.encoder import EncoderName, TextEncoder
 from shoprank.model.features import NUM_ITEM_FEATURES, NUM_MONTH_FEATURES
+from shoprank.model.lexical import NUM_LEXICAL_FEATURES
 
 TASKS: tuple[str, ...] = ("intent", "retrieval", "relevance", "click", "category", "season", "demand")
 PAIR_TASKS: tuple[str, ...] = ("relevance", "click", "demand")
 CLASS_TASKS: tuple[str, ...] = ("intent", "category", "season")
+LEXICAL_TASKS: tuple[str, ...] = ("relevance",)
 
 
 class ModelConfig(BaseModel):
@@ -116,6 +120,11 @@ class MultiTaskModel(nn.Module):
             else:
                 self.mixer = SharedBottom(d_in, config.hidden, pair_tasks, config.dropout)
             self.towers = nn.ModuleDict({t: nn.Linear(config.hidden, 1) for t in pair_tasks})
+        self.lexical = nn.ModuleDict(
+            {t: nn.Linear(NUM_LEXICAL_FEATURES, 1, bias=False) for t in LEXICAL_TASKS if t in pair_tasks}
+        )
+        for layer in self.lexical.values():
+            nn.init.zeros_(layer.weight)
 
     @property
     def device(self) -> torch.device:
@@ -156,6 +165,22 @@ class MultiTaskModel(nn.Module):
         x = torch.cat([q, i, q * i, (q - i).abs(), item_num, month], dim=-1)
         hidden = self.mixer(x)
         return {t: self.towers[t](hidden[t]).squeeze(-1) for t in self.pair_tasks}
+
+    @property
+    def uses_lexical(self) -> bool:
+        """Whether any task has a non-zero lexical term (callers skip computing the features if not)."""
+        return any(bool(layer.weight.detach().abs().sum() > 0) for layer in self.lexical.values())
+
+    def add_lexical(self, raw: dict[str, np.ndarray], lexical: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Raw pair outputs plus each task's lexical term; ``lexical`` is [N, NUM_LEXICAL_FEATURES]."""
+        if lexical is None or not self.lexical:
+            return raw
+        out = dict(raw)
+        for task, layer in self.lexical.items():
+            if task in out:
+                w = layer.weight.detach().float().cpu().numpy()[0]
+                out[task] = out[task] + np.asarray(lexical, dtype=np.float32) @ w
+        return out
 
     def has_head(self, task: str) -> bool:
         """Whether the model has this task's head at all (trained or not)."""

@@ -35,11 +35,14 @@ def score_pairs(
     item_emb: np.ndarray,
     item_num: np.ndarray,
     month: int | np.ndarray = 0,
+    lexical: np.ndarray | None = None,
 ) -> PairScores:
     """Score items against one query ([d]) or row-aligned queries ([N, d]).
 
     Returns ``similarity`` always, and ``relevance``, ``click``, ``demand`` where the model
     has those heads; untrained relevance/click heads fall back to cosine similarity.
+    ``lexical`` ([N, NUM_LEXICAL_FEATURES], from ``shoprank.model.lexical``) feeds the
+    relevance head's lexical term; leave it out when ``model.uses_lexical`` is false.
     """
     model.eval()
     n = item_emb.shape[0]
@@ -50,18 +53,21 @@ def score_pairs(
     if model.pair_tasks and n:
         out = model.pair_outputs(q, i, _tensor(item_num, model), _tensor(month_features(month, n), model))
         raw = {t: v.float().cpu().numpy() for t, v in out.items()}
-    return scores_from_raw(model, raw, sim.clamp(-1.0, 1.0).cpu().numpy())
+    return scores_from_raw(model, raw, sim.clamp(-1.0, 1.0).cpu().numpy(), lexical)
 
 
-def scores_from_raw(model: MultiTaskModel, raw: dict[str, np.ndarray], similarity: np.ndarray) -> PairScores:
-    """Turn raw pairwise outputs (in-process or from Triton) into 0..1 scores.
+def scores_from_raw(
+    model: MultiTaskModel, raw: dict[str, np.ndarray], similarity: np.ndarray, lexical: np.ndarray | None = None
+) -> PairScores:
+    """Turn raw pairwise outputs (in-process or from Triton) into 0..1 scores, adding the
+    lexical term (``MultiTaskModel.add_lexical``) when ``lexical`` features are given.
 
     Click gets a sigmoid, the rest are clamped; untrained heads are skipped, and relevance and
     click fall back to cosine similarity (reported in ``zero_shot``).
     """
     out: dict[str, np.ndarray] = {"similarity": similarity}
     zero_shot: set[str] = set()
-    for task, value in raw.items():
+    for task, value in model.add_lexical(raw, lexical).items():
         if not model.is_trained(task):
             continue
         out[task] = 1.0 / (1.0 + np.exp(-value)) if task == "click" else np.clip(value, 0.0, 1.0)

@@ -13,3 +13,8 @@ def item_text(title: str | None, description: str | None = None, category_path: 
     if description:
         parts.append(description.strip()[:MAX_DESCRIPTION_CHARS])
     return " | ".join(p for p in parts if p)
+
+
+def title_of(text: str) -> str:
+    """The title part of a text built by :func:`item_text`."""
+    return text.split(" | ", 1)[0]

@@ -26,6 +26,7 @@ import numpy as np
 
 from shoprank.model.checkpoint import model_version
 from shoprank.model.features import item_numeric_features
+from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.scoring import PairScores, class_probs, score_pairs
 from shoprank.retrieval.artefact import IndexArtefact, load_artefact
@@ -134,7 +135,14 @@ class ScoringBackend(Protocol):
 
     name: str
 
-    def score(self, q: np.ndarray, items: np.ndarray, item_num: np.ndarray, month: np.ndarray) -> PairScores: ...
+    def score(
+        self,
+        q: np.ndarray,
+        items: np.ndarray,
+        item_num: np.ndarray,
+        month: np.ndarray,
+        lexical: np.ndarray | None = None,
+    ) -> PairScores: ...
 
 
 class InProcessBackend:
@@ -145,8 +153,15 @@ class InProcessBackend:
     def __init__(self, model: MultiTaskModel, **_: Any) -> None:
         self.model = model
 
-    def score(self, q: np.ndarray, items: np.ndarray, item_num: np.ndarray, month: np.ndarray) -> PairScores:
-        return score_pairs(self.model, q, items, item_num, month)
+    def score(
+        self,
+        q: np.ndarray,
+        items: np.ndarray,
+        item_num: np.ndarray,
+        month: np.ndarray,
+        lexical: np.ndarray | None = None,
+    ) -> PairScores:
+        return score_pairs(self.model, q, items, item_num, month, lexical)
 
 
 def _triton_backend(**kwargs: Any) -> ScoringBackend:
@@ -177,6 +192,7 @@ class RankJob:
     k: int
     weights: dict[str, float]
     month: int = 0
+    query: str = ""  # the query text, for the relevance head's lexical match features
     index_dir: str = ""
     index_version: str = ""
     positions: np.ndarray | None = None
@@ -257,7 +273,8 @@ class Ranker:
         """Rank every job's candidates; one forward pass for the whole batch."""
         t0 = time.perf_counter()
         out: list[RankedList] = [RankedList() for _ in jobs]
-        qs, its, nums, months, spans = [], [], [], [], []
+        qs, its, nums, months, lex, spans = [], [], [], [], [], []
+        use_lexical = self.model.uses_lexical
         tables: list[_ItemTable | None] = []
         positions: list[np.ndarray] = []
         start = 0
@@ -286,11 +303,17 @@ class Ranker:
             its.append(table.embeddings[pos])
             nums.append(table.numeric[pos])
             months.append(np.full(n, job.month, dtype=np.int64))
+            if use_lexical:
+                lex.append(lexical_features(job.query, [table.titles[p] for p in pos]))
             spans.append((start, start + n))
             start += n
         if start:
             scored = self.backend.score(
-                np.concatenate(qs), np.concatenate(its), np.concatenate(nums), np.concatenate(months)
+                np.concatenate(qs),
+                np.concatenate(its),
+                np.concatenate(nums),
+                np.concatenate(months),
+                np.concatenate(lex) if use_lexical else None,
             )
             zero_shot = sorted(scored.zero_shot)
         else:
@@ -417,6 +440,7 @@ class SearchPipeline:
         jobs = [
             RankJob(
                 q_emb=emb[i],
+                query=q.query,
                 k=q.k,
                 weights=q.weights,
                 month=q.month,

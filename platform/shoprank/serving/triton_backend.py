@@ -48,8 +48,15 @@ class TritonBackend:
             **client_options,
         )
 
-    def score(self, q: np.ndarray, items: np.ndarray, item_num: np.ndarray, month: np.ndarray) -> PairScores:
+    def score(
+        self,
+        q: np.ndarray,
+        items: np.ndarray,
+        item_num: np.ndarray,
+        month: np.ndarray,
+        lexical: np.ndarray | None = None,
+    ) -> PairScores:
         n = items.shape[0]
         sim = (items @ q) if q.ndim == 1 else (items * q).sum(-1)
         raw = self.client.pair_outputs(q, items, item_num, month_features(month, n)) if n else {}
-        return scores_from_raw(self.model, raw, np.clip(sim, -1.0, 1.0).astype(np.float32))
+        return scores_from_raw(self.model, raw, np.clip(sim, -1.0, 1.0).astype(np.float32), lexical)

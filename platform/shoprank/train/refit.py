@@ -100,6 +100,16 @@ def _pair_hidden(model: MultiTaskModel, task: str, df: pl.DataFrame) -> torch.Te
     return model.mixer(x)[task].float()
 
 
+def _with_lexical(hidden: torch.Tensor, df: pl.DataFrame, lexical: bool) -> torch.Tensor:
+    """float64 [N, hidden (+ lexical features)] design matrix of a tower refit."""
+    h = hidden.double()
+    if not lexical:
+        return h
+    from shoprank.eval.tasks import frame_lexical
+
+    return torch.cat([h, torch.as_tensor(frame_lexical(df), dtype=torch.float64)], dim=1)
+
+
 def refit_regression_towers(
     model: MultiTaskModel,
     train: dict[str, pl.DataFrame],
@@ -111,7 +121,9 @@ def refit_regression_towers(
     log: Any = print,
 ) -> dict[str, dict[str, float]]:
     """Refit the linear tower of each regression task by ridge regression on the frozen shared
-    bottom's features; kept only if validation RMSE (of the clamped output) improves."""
+    bottom's features (plus, for relevance, the lexical match features: the tower and the
+    lexical term are fitted together); kept only if validation RMSE (of the clamped output)
+    improves."""
     report: dict[str, dict[str, float]] = {}
     model.eval()
     model.embedding_cache = {}
@@ -122,24 +134,32 @@ def refit_regression_towers(
             tr = train[task]
             if tr.height > max_examples:
                 tr = tr.sample(max_examples, seed=seed)
-            h = _pair_hidden(model, task, tr).double()
+            lexical = task in model.lexical
+            h = _with_lexical(_pair_hidden(model, task, tr), tr, lexical)
             y = torch.tensor(tr["label"].to_numpy(), dtype=torch.float64)
             hb = torch.cat([h, torch.ones(h.shape[0], 1, dtype=torch.float64)], dim=1)
             eye = torch.eye(hb.shape[1], dtype=torch.float64) * ridge * h.shape[0]
             eye[-1, -1] = 0.0  # no penalty on the bias
             w = torch.linalg.solve(hb.T @ hb + eye, hb.T @ y)
-            hv = _pair_hidden(model, task, val[task])
+            hv_pair = _pair_hidden(model, task, val[task])
+            hv = _with_lexical(hv_pair, val[task], lexical)
             yv = val[task]["label"].to_numpy()
             tower = model.towers[task]
+            d = hv_pair.shape[1]
             with torch.no_grad():
-                old = tower(hv).squeeze(-1).clamp(0, 1).numpy()
-                new = (hv.double() @ w[:-1] + w[-1]).clamp(0, 1).numpy()
+                old = tower(hv_pair).squeeze(-1).double()
+                if lexical:
+                    old = old + hv[:, d:] @ model.lexical[task].weight[0].double()
+                old = old.clamp(0, 1).numpy()
+                new = (hv @ w[:-1] + w[-1]).clamp(0, 1).numpy()
                 before = float(np.sqrt(np.mean((old - yv) ** 2)))
                 after = float(np.sqrt(np.mean((new - yv) ** 2)))
                 kept = after < before
                 if kept:
-                    tower.weight.copy_(w[:-1].float().unsqueeze(0))
+                    tower.weight.copy_(w[:d].float().unsqueeze(0))
                     tower.bias.copy_(w[-1:].float())
+                    if lexical:
+                        model.lexical[task].weight.copy_(w[d:-1].float().unsqueeze(0))
             report[task] = {
                 "val_rmse_before": before,
                 "val_rmse_after": after,
