@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from shoprank.cli.jobs import EXCLUDES, RUNTIME_ENV_VARS, job_client
 from shoprank.errors import ConfigError, ShoprankError
 from shoprank.repo import REPO_ROOT
 
-UPLOAD_EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -138,11 +138,11 @@ def _job_entrypoint(args: argparse.Namespace) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     entrypoint = _job_entrypoint(args)
-    client = _client(args.address)
+    client = job_client(args.address)
     runtime_env = {
         "working_dir": str(REPO_ROOT),
-        "excludes": UPLOAD_EXCLUDES,
-        "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        "excludes": EXCLUDES,
+        "env_vars": RUNTIME_ENV_VARS,
     }
     deadline = time.monotonic() + args.retry_s
     while True:
@@ -178,17 +178,8 @@ def follow(client, job_id: str, poll_s: float = 2.0) -> int:  # noqa: ANN001 - J
         time.sleep(poll_s)
 
 
-def _client(address: str):  # noqa: ANN202 - ray.job_submission.JobSubmissionClient
-    from ray.job_submission import JobSubmissionClient
-
-    try:
-        return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ShoprankError(f"--address {address}: cannot reach the Ray dashboard ({e})") from None
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    client = _client(args.address)
+    client = job_client(args.address)
     if args.job_id:
         info = client.get_job_info(args.job_id)
         status = str(info.status).rsplit(".", 1)[-1]

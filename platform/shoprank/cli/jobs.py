@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -9,23 +10,39 @@ from shoprank.errors import ShoprankError
 from shoprank.repo import REPO_ROOT
 
 RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", ".pytest_cache", ".ruff_cache"]
+EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
 
 
-def _client(address: str):  # noqa: ANN202 - ray.job_submission.JobSubmissionClient
+def auth_headers() -> dict[str, str]:
+    """The Ray auth token as a bearer header (``RAY_AUTH_TOKEN``, else the file at
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, where ``ray start`` keeps it), if there is one.
+
+    Clusters started with token authentication (Ray's default) refuse job requests without it,
+    and Ray's client only sends it when ``RAY_AUTH_MODE=token`` is set in the caller's shell.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def job_client(address: str):  # noqa: ANN201 - ray.job_submission.JobSubmissionClient
+    """A job client for ``address`` (``HOST:PORT`` or a URL), with the auth token; one-line errors."""
     from ray.job_submission import JobSubmissionClient
 
     if not address.startswith(("http://", "https://", "ray://")) and address != "auto":
         address = f"http://{address}"
     try:
-        return JobSubmissionClient(address)
-    except Exception as e:  # connection refused, bad URL
-        raise ShoprankError(f"cannot reach the Ray job server at {address}: {e}") from None
+        return JobSubmissionClient(address, headers=auth_headers())
+    except Exception as e:  # connection refused, bad URL, missing or wrong auth token
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShoprankError(f"--address {address}: cannot use the Ray job server ({reason})") from None
 
 
 def submit_job(address: str, entrypoint: str, *, follow: bool = True, working_dir: Path = REPO_ROOT) -> int:
     """``ray job submit --working-dir . -- ENTRYPOINT``; with ``follow`` stream logs and return its status."""
-    client = _client(address)
+    client = job_client(address)
     job_id = client.submit_job(
         entrypoint=entrypoint,
         runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": RUNTIME_ENV_VARS},
@@ -40,7 +57,7 @@ def wait_job(address: str, job_id: str, poll_s: float = 2.0) -> int:
     """Print a job's new log lines until it ends; 0 if it succeeded."""
     from ray.job_submission import JobStatus
 
-    client = _client(address)
+    client = job_client(address)
     shown = 0
     while True:
         logs = client.get_job_logs(job_id)
@@ -56,7 +73,7 @@ def wait_job(address: str, job_id: str, poll_s: float = 2.0) -> int:
 
 def job_status(address: str, job_id: str | None = None) -> list[tuple[str, str, str]]:
     """(job id, status, entrypoint) for one job or all jobs on the cluster."""
-    client = _client(address)
+    client = job_client(address)
     if job_id:
         info = client.get_job_info(job_id)
         return [(job_id, info.status.value, info.entrypoint)]
