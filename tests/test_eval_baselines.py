@@ -29,6 +29,11 @@ def test_lookup_counts_recency_and_word_backoff():
     recent = QueryLookup(queries, items, times, half_life_days=7.0, word_weight=0.1)
     assert recent.rank("xbox", 2) == ["new", "old"]  # 3 clicks two months ago < 1 click today
     assert plain.rank("halo 3", 1) == [] and recent.rank("halo 3", 1) == ["halo"]  # word back-off
+    # a misspelt query backs off to the nearest known query, a query seen whole does not
+    fuzzy = QueryLookup(queries, items, neighbour_weight=1.0)
+    assert plain.rank("xbxo", 1) == [] and fuzzy.rank("xboxx", 2) == ["old", "new"]
+    assert fuzzy.nearest("halo gaem")[0][1] == "halogame" and fuzzy.nearest("zzz") == []
+    assert fuzzy.scores("xbox") == plain.scores("xbox")
     assert back_off(["a"], ["a", "b", "c"], 2) == ["a", "b"]
     assert blend({"a": 1.0}, ["b", "a"], 0.05, 2) == ["a", "b"]
     assert blend({}, ["b", "a"], 0.05, 2) == ["b", "a"]

@@ -130,3 +130,26 @@ def test_serving_ranks_with_the_lexical_term(refitted, tmp_path) -> None:
     lift = scores[tid] - scores0[tid]
     others = [scores[i] - scores0[i] for i in scores if i != tid]
     assert lift > max(others), (lift, max(others))
+
+
+def test_training_steps_learn_the_lexical_term() -> None:
+    import torch
+    from shoprank.train.loop import frame_to_arrays, make_batch
+    from shoprank.train.losses import MultiTaskObjective
+
+    model = MultiTaskModel(ModelConfig(encoder="tiny", hidden=16, max_length=16, tasks=["relevance"]))
+    arrays = frame_to_arrays(_relevance_frame(64, 2).with_columns(pl.lit("i").alias("item_id")))
+    batch = make_batch(model, "relevance", arrays, np.arange(64), torch.device("cpu"))
+    assert batch["lexical"].shape == (64, NUM_LEXICAL_FEATURES)
+    objective = MultiTaskObjective(model, {"relevance": 1.0})
+    opt = torch.optim.SGD(model.lexical.parameters(), lr=0.5)
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss, raw = objective("relevance", batch)
+        loss.backward()
+        opt.step()
+        losses.append(float(raw))
+    assert model.uses_lexical and losses[-1] < losses[0]
+    w = model.lexical["relevance"].weight.detach().numpy()[0]
+    assert w[FEATURE_NAMES.index("query_terms_in_title")] > 0

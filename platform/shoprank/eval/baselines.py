@@ -77,13 +77,20 @@ def compact_query(text: str | None) -> str:
     return "".join(tokenize(text))
 
 
+def _trigrams(text: str) -> frozenset[str]:
+    padded = f" {text} "
+    return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
+
+
 class QueryLookup:
     """Query-count lookup: the items most clicked for the query in the training log.
 
     ``half_life_days`` weights each click by 0.5^(age / half-life) (age against the newest
     training click), so what is popular *now* ranks first; ``word_weight`` adds a back-off
-    over single query words for queries never seen whole. With neither (the defaults) this is
-    the plain count lookup of the task's anchors.
+    over single query words; ``neighbour_weight`` backs a query never seen whole off to the
+    ``neighbours`` known queries nearest in character trigrams (misspellings, extra words:
+    "skyrom" -> "skyrim"), each weighted by similarity². With none of them (the defaults) this
+    is the plain count lookup of the task's anchors.
     """
 
     def __init__(
@@ -93,8 +100,12 @@ class QueryLookup:
         timestamps: Sequence[object] | None = None,
         half_life_days: float | None = None,
         word_weight: float = 0.0,
+        neighbour_weight: float = 0.0,
+        neighbours: int = 3,
+        min_similarity: float = 0.4,
     ) -> None:
         self.word_weight = word_weight
+        self.neighbour_weight, self.neighbours, self.min_similarity = neighbour_weight, neighbours, min_similarity
         self.table: dict[str, Counter[str]] = defaultdict(Counter)
         self.words: dict[str, Counter[str]] = defaultdict(Counter)
         self.popularity: Counter[str] = Counter()
@@ -108,6 +119,23 @@ class QueryLookup:
             if word_weight:
                 for t in set(tokenize(q)):
                     self.words[t][i] += w
+        self._keys = list(self.table)
+        self._grams: list[frozenset[str]] = []
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        if neighbour_weight:
+            for n, key in enumerate(self._keys):
+                self._grams.append(_trigrams(key))
+                for g in self._grams[-1]:
+                    self._postings[g].append(n)
+
+    def nearest(self, query: str) -> list[tuple[float, str]]:
+        """(trigram Jaccard, known query) of the closest known queries, best first."""
+        grams = _trigrams(compact_query(query))
+        shared: Counter[int] = Counter()
+        for g in grams:
+            shared.update(self._postings.get(g, ()))
+        sims = [(s / (len(grams) + len(self._grams[n]) - s), self._keys[n]) for n, s in shared.items()]
+        return sorted((x for x in sims if x[0] >= self.min_similarity), key=lambda x: (-x[0], x[1]))[: self.neighbours]
 
     def scores(self, query: str) -> Counter[str]:
         """Item -> score: share of the query's clicks, plus the word back-off."""
@@ -117,6 +145,12 @@ class QueryLookup:
             n = sum(c.values())
             for i, v in c.items():
                 out[i] += v / n
+        elif self.neighbour_weight:
+            for sim, key in self.nearest(query):
+                cn = self.table[key]
+                n = sum(cn.values())
+                for i, v in cn.items():
+                    out[i] += self.neighbour_weight * sim**2 * v / n
         toks = tokenize(query)
         if self.word_weight and toks:
             for t in toks:

@@ -35,7 +35,9 @@ from shoprank.errors import CheckpointError
 from shoprank.eval.tasks import task_metrics, validation_summary
 from shoprank.model.checkpoint import atomic_write_text, read_json_document, read_manifest, save_checkpoint, sha256_file
 from shoprank.model.features import item_numeric_features, month_features
+from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.text import title_of
 from shoprank.train.config import TrainConfig
 from shoprank.train.losses import MultiTaskObjective
 from shoprank.train.sampler import batch_indices, task_schedule
@@ -100,6 +102,9 @@ def make_batch(model: MultiTaskModel, task: str, a: Arrays, idx: np.ndarray, dev
         batch["num"] = torch.as_tensor(a["num"][idx], device=device)
         batch["month"] = torch.as_tensor(a["month"][idx], device=device)
         batch["item_keys"] = a["item_id"][idx].tolist()
+    if task in model.lexical:  # the relevance output's exact-match term is trained with the tower
+        titles = [title_of(t) for t in a["item"][idx].tolist()]
+        batch["lexical"] = torch.as_tensor(lexical_features(a["query"][idx].tolist(), titles), device=device)
     return batch
 
 

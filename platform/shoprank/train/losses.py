@@ -87,6 +87,8 @@ class MultiTaskObjective(nn.Module):
         else:
             q = m.encoder(batch["q_ids"], batch["q_mask"])
         out = m.pair_outputs(q, i, batch["num"], batch["month"])[task]
+        if "lexical" in batch:
+            out = out + m.lexical[task](batch["lexical"]).squeeze(-1)
         if task == "click":
             return F.binary_cross_entropy_with_logits(out, label)
         return F.mse_loss(out, label)
