@@ -47,3 +47,28 @@ def test_report_files(tmp_path):
     assert json.loads(paths["json"].read_text())["metrics"] == {"a": 1.0}
     assert "season" in paths["md"].read_text()
     assert np.isnan(rows[0]["majority"])
+
+
+def test_click_ranking_reports_every_system_under_the_ceiling():
+    import polars as pl
+    from shoprank.eval.runner import click_ranking
+    from shoprank.model import ModelConfig, MultiTaskModel
+
+    model = MultiTaskModel(ModelConfig(encoder="tiny", hidden=8, max_length=16, tasks=["click"]))
+    model.trained_tasks = {"click"}
+    names = ["halo 3", "gears of war", "skyrim", "fifa 12", "forza 4", "rage"]
+    items = pl.DataFrame(
+        {"item_id": [f"s{n}" for n in range(6)], "item": names, "price": [20.0] * 6, "rating": [4.0] * 6}
+    ).with_columns(pl.lit(1.0).alias("popularity"))
+    t0 = datetime(2011, 10, 1)
+    qs = ["halo", "halo", "gears", "skyrim", "skyrim", "fifa"] * 5
+    clicked = ["s0", "s0", "s1", "s2", "s2", "s3"] * 5
+    train = pl.DataFrame({"query": qs, "item_id": clicked, "timestamp": [t0 + timedelta(hours=n) for n in range(30)]})
+    test = pl.DataFrame({"query": ["halo", "skyrom", "forza", "halo"], "item_id": ["s0", "s2", "s4", "s5"]})
+    res = click_ranking(model, None, train, test, items)
+    assert {"model", "lookup+model", "lookup", "lookup_recency_words", "popularity", "bm25", "ceiling"} <= set(res)
+    for name, m in res.items():
+        assert 0.0 <= m["map@5"] <= res["ceiling"]["map@5"] + 1e-12, name
+    # "halo" -> s0 (1, then 1/2 for its s5 click), "skyrom" -> s2 through the nearest known query
+    assert res["lookup_recency_words"]["map@5"] > res["lookup"]["map@5"]
+    assert res["ceiling"]["recall@100"] == 1.0
