@@ -26,3 +26,35 @@ def test_refit_learns_separable_heads():
     assert r["val_accuracy_after"] >= r["val_accuracy_before"]
     assert r["kept"] == float(r["val_accuracy_after"] > r["val_accuracy_before"])
     assert getattr(model, "embedding_cache", None) is None
+
+
+def test_class_prototypes_carry_classes_with_few_examples(tmp_path):
+    """Intent classes seen once or never in training: the head cannot learn them, the class
+    names' embeddings can; the refit turns the term on only because validation improves."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from shoprank.model import load_checkpoint, save_checkpoint
+    from shoprank.model.checkpoint import sha256_file
+
+    names = ["kitchen sinks", "area rugs", "bar stools", "wall art", "desk lamps", "bath towels"]
+    model = MultiTaskModel(ModelConfig(encoder="tiny", hidden=16, max_length=16, tasks=["intent"]), {"intent": names})
+    model.trained_tasks = {"intent"}
+    train = pl.DataFrame({"query": ["kitchen sinks"] * 20, "item": [""] * 20, "label": [0.0] * 20})
+    val = pl.DataFrame({"query": names, "item": [""] * 6, "label": [float(i) for i in range(6)]})
+    rep = refit_heads(model, {"intent": train}, {"intent": val}, steps=50, log=None)["intent"]
+    assert rep["prototype_scale"] > 0 and model.prototypes["intent"].active
+    assert rep["val_accuracy_with_prototypes"] > rep["val_accuracy_after"]
+    pred = model.class_logits("intent", torch.as_tensor(model.embed(names))).argmax(1).tolist()
+    assert pred == list(range(6))
+    # saved and loaded with the checkpoint; a checkpoint from before the term loads with it off
+    ck = save_checkpoint(model, tmp_path / "ck", trained_tasks=["intent"])
+    loaded, _ = load_checkpoint(ck)
+    assert float(loaded.prototypes["intent"].scale) == rep["prototype_scale"]
+    state = {k: v for k, v in load_file(str(ck / "model.safetensors")).items() if not k.startswith("prototypes.")}
+    save_file(state, str(ck / "model.safetensors"))
+    manifest = json.loads((ck / "manifest.json").read_text())
+    manifest["weights_sha256"] = sha256_file(ck / "model.safetensors")
+    (ck / "manifest.json").write_text(json.dumps(manifest))
+    assert not load_checkpoint(ck)[0].prototypes["intent"].active

@@ -112,7 +112,7 @@ def model_version(manifest: dict[str, Any] | None, encoder: str = "minilm") -> s
 
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTaskModel, dict[str, Any]]:
     """Build the model from the manifest and load its safetensors weights (strictly, except that
-    checkpoints older than the lexical term load with it switched off)."""
+    checkpoints older than the lexical or class-prototype terms load with them switched off)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     weights = directory / WEIGHTS
@@ -128,8 +128,8 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTa
     try:
         state = load_file(str(weights), device=device)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        # Checkpoints from before the lexical term lack only its weights: it stays zero (off).
-        missing = [k for k in missing if not k.startswith("lexical.")]
+        # Checkpoints from before the lexical or prototype terms lack only those: they stay off.
+        missing = [k for k in missing if not k.startswith(("lexical.", "prototypes."))]
         if missing or unexpected:
             raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
     except Exception as e:  # safetensors header errors, shape/key mismatches

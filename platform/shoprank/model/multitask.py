@@ -12,8 +12,10 @@ Tasks (each switchable in ``ModelConfig.tasks``):
 
 The pairwise tasks share one input ``[q, i, q*i, |q-i|, item numerics, month]`` and sit on a
 shared bottom MLP or an MMoE (experts + one softmax gate per task). Relevance adds a linear
-term on lexical match features of the query and the item title (``shoprank.model.lexical``),
-zero until the head refit fits it with the relevance tower.
+term on lexical match features of the query and the item title (``shoprank.model.lexical``).
+A classification task can add a class-name prototype term (``ClassPrototypes``): the
+similarity of the text to each class name's embedding, which carries classes with few
+training examples; it is off (scale 0) until the head refit fits its scale.
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ TASKS: tuple[str, ...] = ("intent", "retrieval", "relevance", "click", "category
 PAIR_TASKS: tuple[str, ...] = ("relevance", "click", "demand")
 CLASS_TASKS: tuple[str, ...] = ("intent", "category", "season")
 LEXICAL_TASKS: tuple[str, ...] = ("relevance",)
+
+
+class ClassPrototypes(nn.Module):
+    """Unit embeddings of a task's class names [C, d] and the scale of their cosine term."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("vectors", torch.zeros(num_classes, dim))
+        self.register_buffer("scale", torch.zeros(()))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.scale.item() > 0)
 
 
 class ModelConfig(BaseModel):
@@ -109,6 +124,7 @@ class MultiTaskModel(nn.Module):
         for task in CLASS_TASKS:
             if task in config.tasks and self.label_maps.get(task):
                 self.classifiers[task] = nn.Linear(d, len(self.label_maps[task]))
+        self.prototypes = nn.ModuleDict({t: ClassPrototypes(c.out_features, d) for t, c in self.classifiers.items()})
         if "retrieval" in config.tasks:
             self.logit_scale = nn.Parameter(torch.tensor(float(np.log(20.0))))
         pair_tasks = [t for t in PAIR_TASKS if t in config.tasks]
@@ -150,8 +166,13 @@ class MultiTaskModel(nn.Module):
 
     # -- heads ----------------------------------------------------------------------------
     def class_logits(self, task: str, emb: torch.Tensor) -> torch.Tensor:
-        """Logits of a classification task (``intent`` on queries, ``category``/``season`` on items)."""
-        return self.classifiers[task](emb)
+        """Logits of a classification task (``intent`` on queries, ``category``/``season`` on items);
+        with the prototype term on, log-softmax of the head plus scale x cosine to each class name."""
+        logits = self.classifiers[task](emb)
+        proto = self.prototypes[task] if task in self.prototypes else None
+        if proto is None or not proto.active:
+            return logits
+        return torch.log_softmax(logits, dim=-1) + proto.scale * (emb @ proto.vectors.T.to(emb.dtype))
 
     def pair_outputs(
         self, q: torch.Tensor, i: torch.Tensor, item_num: torch.Tensor, month: torch.Tensor

@@ -71,17 +71,43 @@ def refit_heads(
                 if kept:
                     head.weight.copy_(new.weight)
                     head.bias.copy_(new.bias)
+            scale, proto_acc = fit_prototype_scale(model, task, torch.as_tensor(xv), yv)
             report[task] = {
                 "val_accuracy_before": before,
                 "val_accuracy_after": after,
                 "kept": float(kept),
                 "examples": float(tr.height),
+                "prototype_scale": scale,
+                "val_accuracy_with_prototypes": proto_acc,
             }
             if log:
                 log(f"head refit {task}: val accuracy {before:.4f} -> {after:.4f} ({'kept' if kept else 'discarded'})")
+                log(f"class prototypes {task}: scale {scale:g}, val accuracy {proto_acc:.4f}")
     finally:
         model.embedding_cache = None
     return report
+
+
+PROTOTYPE_SCALES = (0.0, 2.5, 5.0, 10.0, 20.0, 40.0)
+
+
+@torch.inference_mode()
+def fit_prototype_scale(model: MultiTaskModel, task: str, xv: torch.Tensor, yv: np.ndarray) -> tuple[float, float]:
+    """Embed the task's class names with the (fine-tuned) encoder and pick the scale of their
+    cosine term on validation accuracy (0, i.e. off, unless a scale beats the head alone)."""
+    names = [n.split(">")[-1].strip() for n in model.label_maps[task]]
+    proto = model.prototypes[task]
+    proto.vectors.copy_(torch.as_tensor(model.embed(names)))
+    best, best_acc = 0.0, -1.0
+    for scale in PROTOTYPE_SCALES:
+        proto.scale.fill_(scale)
+        acc = float((model.class_logits(task, xv).argmax(1).numpy() == yv).mean())
+        if acc > best_acc:
+            best, best_acc = scale, acc
+    proto.scale.fill_(best)
+    if best == 0.0:
+        proto.vectors.zero_()
+    return best, best_acc
 
 
 REGRESSION_TASKS = ("relevance", "demand")
