@@ -186,7 +186,7 @@ def _refit(cfg: TrainConfig, model_dir: Path, data: TaskData, log) -> None:
             model,
             {t: data.split(t, "train") for t in pair},
             {t: val_frame(data, t, cfg) for t in pair},
-            max_examples=cfg.head_refit.max_examples,
+            max_examples=cfg.head_refit.regression_max_examples,
             seed=cfg.seed,
             log=log,
         )

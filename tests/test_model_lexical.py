@@ -8,6 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 from serving_helpers import index_with_model, small_catalogue
 from shoprank.model import ModelConfig, MultiTaskModel, load_checkpoint, save_checkpoint
@@ -67,6 +68,16 @@ def _relevance_frame(n: int, seed: int) -> pl.DataFrame:
     )  # fmt: skip
 
 
+def _match_lift(model: MultiTaskModel) -> float:
+    """Lexical term of a pair whose title holds every query term minus one that holds none."""
+    full, none = torch.full((2, NUM_LEXICAL_FEATURES), 0.5)
+    for name in ("query_terms_in_title", "query_prefixes_in_title", "all_query_terms_in_title"):
+        full[FEATURE_NAMES.index(name)], none[FEATURE_NAMES.index(name)] = 1.0, 0.0
+    with torch.no_grad():
+        term = model.lexical_term("relevance", torch.stack([full, none]))
+    return float(term[0] - term[1])
+
+
 @pytest.fixture(scope="module")
 def refitted() -> tuple[MultiTaskModel, dict]:
     model = MultiTaskModel(ModelConfig(encoder="tiny", hidden=16, max_length=16, tasks=["relevance"]))
@@ -82,8 +93,7 @@ def test_refit_fits_the_lexical_term(refitted) -> None:
     model, rep = refitted
     assert rep["kept"] == 1.0 and rep["val_rmse_after"] < 0.5 * rep["val_rmse_before"], rep
     assert model.uses_lexical
-    w = model.lexical["relevance"].weight.detach().numpy()[0]
-    assert w[FEATURE_NAMES.index("query_terms_in_title")] > 0
+    assert _match_lift(model) > 0
     # the same pairs score higher with the lexical features when the title holds the query
     emb = model.embed(["drill hose", "drill hose | Tools", "lamp rug saw | Tools"])
     num = np.zeros((2, 3), np.float32)
@@ -108,6 +118,13 @@ def test_checkpoint_keeps_the_term_and_old_checkpoints_load_without_it(refitted,
     (ck / "manifest.json").write_text(json.dumps(manifest))
     old, _ = load_checkpoint(ck)
     assert not old.uses_lexical
+    # one written with another lexical feature basis (before the pairwise basis): the term is off
+    state["lexical.relevance.weight"] = torch.ones(1, NUM_LEXICAL_FEATURES)
+    save_file(state, str(ck / "model.safetensors"))
+    manifest["weights_sha256"] = sha256_file(ck / "model.safetensors")
+    (ck / "manifest.json").write_text(json.dumps(manifest))
+    other, _ = load_checkpoint(ck)
+    assert not other.uses_lexical and other.lexical["relevance"].weight.shape[1] > NUM_LEXICAL_FEATURES
 
 
 def test_serving_ranks_with_the_lexical_term(refitted, tmp_path) -> None:
@@ -133,7 +150,6 @@ def test_serving_ranks_with_the_lexical_term(refitted, tmp_path) -> None:
 
 
 def test_training_steps_learn_the_lexical_term() -> None:
-    import torch
     from shoprank.train.loop import frame_to_arrays, make_batch
     from shoprank.train.losses import MultiTaskObjective
 
@@ -151,5 +167,23 @@ def test_training_steps_learn_the_lexical_term() -> None:
         opt.step()
         losses.append(float(raw))
     assert model.uses_lexical and losses[-1] < losses[0]
-    w = model.lexical["relevance"].weight.detach().numpy()[0]
-    assert w[FEATURE_NAMES.index("query_terms_in_title")] > 0
+    assert _match_lift(model) > 0
+
+
+def test_lexical_basis_interpolates_each_feature_and_every_pair() -> None:
+    from shoprank.model.lexical import BASIS_SCALE, KNOTS, NUM_LEXICAL_BASIS, lexical_basis
+
+    x = torch.rand(50, NUM_LEXICAL_FEATURES, dtype=torch.float64)
+    basis = lexical_basis(x) / BASIS_SCALE
+    k = len(KNOTS)
+    assert basis.shape == (50, NUM_LEXICAL_BASIS) and (basis >= 0).all()
+    hats = basis[:, : NUM_LEXICAL_FEATURES * k].reshape(50, NUM_LEXICAL_FEATURES, k)
+    torch.testing.assert_close(hats.sum(-1), torch.ones(50, NUM_LEXICAL_FEATURES, dtype=torch.float64))
+    knots = KNOTS.double()
+    torch.testing.assert_close(hats @ knots, x)  # a weight per hat = its knot reproduces the feature
+    # the first pair block is features 0 and 1: weights knot_a * knot_b reproduce x0 * x1
+    pair = basis[:, NUM_LEXICAL_FEATURES * k : NUM_LEXICAL_FEATURES * k + k * k]
+    torch.testing.assert_close(pair @ torch.outer(knots, knots).flatten(), x[:, 0] * x[:, 1])
+    # out-of-range values are clamped onto the end knots
+    edge = lexical_basis(torch.tensor([[-1.0] + [2.0] * (NUM_LEXICAL_FEATURES - 1)])) / BASIS_SCALE
+    torch.testing.assert_close(edge[0, [0, 2 * k - 1]], torch.ones(2))

@@ -58,3 +58,21 @@ def test_class_prototypes_carry_classes_with_few_examples(tmp_path):
     manifest["weights_sha256"] = sha256_file(ck / "model.safetensors")
     (ck / "manifest.json").write_text(json.dumps(manifest))
     assert not load_checkpoint(ck)[0].prototypes["intent"].active
+
+
+def test_ridge_penalty_is_chosen_by_cross_validation():
+    """Clean linear signal: the smallest penalty wins and the weights recover the function;
+    a few rows with many pure-noise columns: a larger penalty wins (and beats the smallest)."""
+    import torch
+    from shoprank.train.refit import RIDGES, fit_ridge
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 3, generator=g, dtype=torch.float64)
+    y = 0.2 + 0.3 * x[:, 0] + 0.1 * x[:, 2]
+    w, ridge = fit_ridge(x, y, torch.arange(500) % 5)
+    assert ridge == RIDGES[0]
+    torch.testing.assert_close(w, torch.tensor([0.3, 0.0, 0.1, 0.2], dtype=torch.float64), atol=2e-3, rtol=0)
+    noise = torch.rand(60, 40, generator=g, dtype=torch.float64)
+    target = torch.rand(60, generator=g, dtype=torch.float64) * 0.2 + 0.4
+    _, noisy = fit_ridge(noise, target, torch.arange(60) % 5)
+    assert noisy > RIDGES[0]

@@ -127,6 +127,11 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTa
     model = MultiTaskModel(config, manifest.get("label_maps") or {})
     try:
         state = load_file(str(weights), device=device)
+        own = model.state_dict()
+        # A lexical term of another feature basis (older checkpoints) is dropped: it stays off.
+        state = {
+            k: v for k, v in state.items() if not k.startswith("lexical.") or k not in own or own[k].shape == v.shape
+        }
         missing, unexpected = model.load_state_dict(state, strict=False)
         # Checkpoints from before the lexical or prototype terms lack only those: they stay off.
         missing = [k for k in missing if not k.startswith(("lexical.", "prototypes."))]

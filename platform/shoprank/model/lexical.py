@@ -3,8 +3,11 @@
 Sentence embeddings blur exact matches (model numbers, brands, the head noun of the query);
 graded relevance judgements reward them. These features are computed from the query and the
 item's *title* only, which training, evaluation, serving (the index stores titles) and campaign
-scoring all have. They enter the model as a linear term on the relevance output
-(``MultiTaskModel.lexical``), fitted with the relevance tower at the head refit.
+scoring all have. They enter the model through ``lexical_basis``: a piecewise-linear (hat)
+basis of each feature plus the products of every two features' hats, so the relevance output's
+linear term on it (``MultiTaskModel.lexical``) is an additive model with every pairwise
+interaction (how much a full match is worth depends on the query's length, its numbers, ...).
+That term is trained with the relevance tower and refitted with it at the head refit.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 NUM_LEXICAL_FEATURES = 8
 FEATURE_NAMES = (
@@ -85,3 +89,22 @@ def lexical_features(queries: str | Sequence[str], titles: Sequence[str]) -> np.
     return np.asarray(
         [_pair(_terms(q or ""), _terms(t or "")) for q, t in zip(qs, titles, strict=True)], dtype=np.float32
     )
+
+
+KNOTS = torch.linspace(0.0, 1.0, 5)  # hat functions per feature (every feature lies in [0, 1])
+_PAIRS = torch.combinations(torch.arange(NUM_LEXICAL_FEATURES), 2)  # [28, 2]
+NUM_LEXICAL_BASIS = NUM_LEXICAL_FEATURES * len(KNOTS) + len(_PAIRS) * len(KNOTS) ** 2
+# Each feature's hats (and each pair's products) sum to 1, so a row's basis sums to F + P = 36;
+# scaled down, a training step moves the term about as much as on the raw features.
+BASIS_SCALE = 1.0 / (NUM_LEXICAL_FEATURES + len(_PAIRS)) ** 0.5
+
+
+def lexical_basis(features: torch.Tensor) -> torch.Tensor:
+    """[N, NUM_LEXICAL_BASIS] from [N, NUM_LEXICAL_FEATURES]: every feature's hat functions, then
+    the outer products of the hats of every two different features (bilinear interpolation),
+    times ``BASIS_SCALE``."""
+    knots = KNOTS.to(features.device, features.dtype)
+    step = knots[1] - knots[0]
+    hats = (1.0 - (features.clamp(0.0, 1.0).unsqueeze(-1) - knots).abs() / step).clamp(min=0.0)  # [N, F, K]
+    pairs = hats[:, _PAIRS[:, 0], :, None] * hats[:, _PAIRS[:, 1], None, :]  # [N, P, K, K]
+    return torch.cat([hats.flatten(1), pairs.flatten(1)], dim=1) * BASIS_SCALE

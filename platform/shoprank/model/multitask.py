@@ -12,7 +12,8 @@ Tasks (each switchable in ``ModelConfig.tasks``):
 
 The pairwise tasks share one input ``[q, i, q*i, |q-i|, item numerics, month]`` and sit on a
 shared bottom MLP or an MMoE (experts + one softmax gate per task). Relevance adds a linear
-term on lexical match features of the query and the item title (``shoprank.model.lexical``).
+term on a basis of lexical match features of the query and the item title
+(``shoprank.model.lexical``).
 A classification task can add a class-name prototype term (``ClassPrototypes``): the
 similarity of the text to each class name's embedding, which carries classes with few
 training examples; it is off (scale 0) until the head refit fits its scale.
@@ -29,7 +30,7 @@ from torch import nn
 
 from shoprank.model.encoder import EncoderName, TextEncoder
 from shoprank.model.features import NUM_ITEM_FEATURES, NUM_MONTH_FEATURES
-from shoprank.model.lexical import NUM_LEXICAL_FEATURES
+from shoprank.model.lexical import NUM_LEXICAL_BASIS, lexical_basis
 
 TASKS: tuple[str, ...] = ("intent", "retrieval", "relevance", "click", "category", "season", "demand")
 PAIR_TASKS: tuple[str, ...] = ("relevance", "click", "demand")
@@ -137,7 +138,7 @@ class MultiTaskModel(nn.Module):
                 self.mixer = SharedBottom(d_in, config.hidden, pair_tasks, config.dropout)
             self.towers = nn.ModuleDict({t: nn.Linear(config.hidden, 1) for t in pair_tasks})
         self.lexical = nn.ModuleDict(
-            {t: nn.Linear(NUM_LEXICAL_FEATURES, 1, bias=False) for t in LEXICAL_TASKS if t in pair_tasks}
+            {t: nn.Linear(NUM_LEXICAL_BASIS, 1, bias=False) for t in LEXICAL_TASKS if t in pair_tasks}
         )
         for layer in self.lexical.values():
             nn.init.zeros_(layer.weight)
@@ -192,15 +193,20 @@ class MultiTaskModel(nn.Module):
         """Whether any task has a non-zero lexical term (callers skip computing the features if not)."""
         return any(bool(layer.weight.detach().abs().sum() > 0) for layer in self.lexical.values())
 
+    def lexical_term(self, task: str, features: torch.Tensor) -> torch.Tensor:
+        """[N] lexical term of ``task`` from [N, NUM_LEXICAL_FEATURES] match features."""
+        return self.lexical[task](lexical_basis(features)).squeeze(-1)
+
+    @torch.no_grad()
     def add_lexical(self, raw: dict[str, np.ndarray], lexical: np.ndarray | None) -> dict[str, np.ndarray]:
         """Raw pair outputs plus each task's lexical term; ``lexical`` is [N, NUM_LEXICAL_FEATURES]."""
         if lexical is None or not self.lexical:
             return raw
         out = dict(raw)
-        for task, layer in self.lexical.items():
+        features = torch.as_tensor(np.asarray(lexical, dtype=np.float32), device=self.device)
+        for task in self.lexical:
             if task in out:
-                w = layer.weight.detach().float().cpu().numpy()[0]
-                out[task] = out[task] + np.asarray(lexical, dtype=np.float32) @ w
+                out[task] = out[task] + self.lexical_term(task, features).float().cpu().numpy()
         return out
 
     def has_head(self, task: str) -> bool:

@@ -81,6 +81,7 @@ class HeadRefit(_Strict):
 
     enabled: bool = False
     max_examples: int = Field(6000, ge=10)
+    regression_max_examples: int = Field(20_000, ge=10)  # relevance/demand towers + lexical basis
     steps: int = Field(300, ge=1)
     lr: float = Field(0.05, gt=0.0, le=10.0)
 

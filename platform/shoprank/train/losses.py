@@ -88,7 +88,7 @@ class MultiTaskObjective(nn.Module):
             q = m.encoder(batch["q_ids"], batch["q_mask"])
         out = m.pair_outputs(q, i, batch["num"], batch["month"])[task]
         if "lexical" in batch:
-            out = out + m.lexical[task](batch["lexical"]).squeeze(-1)
+            out = out + m.lexical_term(task, batch["lexical"])
         if task == "click":
             return F.binary_cross_entropy_with_logits(out, label)
         return F.mse_loss(out, label)

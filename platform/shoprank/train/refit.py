@@ -127,13 +127,53 @@ def _pair_hidden(model: MultiTaskModel, task: str, df: pl.DataFrame) -> torch.Te
 
 
 def _with_lexical(hidden: torch.Tensor, df: pl.DataFrame, lexical: bool) -> torch.Tensor:
-    """float64 [N, hidden (+ lexical features)] design matrix of a tower refit."""
+    """float64 [N, hidden (+ lexical basis)] design matrix of a tower refit."""
     h = hidden.double()
     if not lexical:
         return h
     from shoprank.eval.tasks import frame_lexical
+    from shoprank.model.lexical import lexical_basis
 
-    return torch.cat([h, torch.as_tensor(frame_lexical(df), dtype=torch.float64)], dim=1)
+    return torch.cat([h, lexical_basis(torch.as_tensor(frame_lexical(df), dtype=torch.float64))], dim=1)
+
+
+def _folds(df: pl.DataFrame, folds: int = 5) -> torch.Tensor:
+    """Cross-validation folds by query (rows of one query stay together), by row without queries."""
+    if "query" in df.columns and df["query"].n_unique() >= 10 * folds:
+        return torch.from_numpy((df["query"].hash(seed=0) % folds).cast(pl.Int64).to_numpy().copy())
+    return torch.arange(df.height) % folds
+
+
+RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # penalty per example, chosen by k-fold CV on the training sample
+
+
+def _solve(gram: torch.Tensor, rhs: torch.Tensor, ridge: float, n: int) -> torch.Tensor:
+    """Ridge weights from the Gram matrix of ``[x, 1]``; the bias (last) is not penalised."""
+    penalty = torch.full((gram.shape[0],), ridge * n, dtype=gram.dtype)
+    penalty[-1] = 0.0
+    return torch.linalg.solve(gram + torch.diag(penalty), rhs)
+
+
+def fit_ridge(
+    x: torch.Tensor, y: torch.Tensor, fold: torch.Tensor, ridges: tuple[float, ...] = RIDGES
+) -> tuple[torch.Tensor, float]:
+    """Ridge regression of ``y`` on ``x``: weights [D + 1] (bias last) with the penalty of the
+    lowest cross-validated RMSE (of the output clamped to [0, 1]); ``fold`` [N] names each row's
+    fold. Each fold's Gram matrix is computed once: a training Gram is the total minus one fold's."""
+    xb = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
+    parts = [(fold == k).nonzero().squeeze(1) for k in fold.unique()]
+    grams = [xb[i].T @ xb[i] for i in parts]
+    rhss = [xb[i].T @ y[i] for i in parts]
+    gram, rhs = sum(grams), sum(rhss)
+    best, best_rmse = ridges[0], float("inf")
+    for ridge in ridges if len(parts) > 1 else ridges[:1]:
+        sq = 0.0
+        for i, g, r in zip(parts, grams, rhss, strict=True):
+            w = _solve(gram - g, rhs - r, ridge, x.shape[0] - len(i))
+            sq += float((((xb[i] @ w).clamp(0, 1) - y[i]) ** 2).sum())
+        if (rmse := (sq / x.shape[0]) ** 0.5) < best_rmse:
+            best, best_rmse = ridge, rmse
+    return _solve(gram, rhs, best, x.shape[0]), best
 
 
 def refit_regression_towers(
@@ -141,15 +181,14 @@ def refit_regression_towers(
     train: dict[str, pl.DataFrame],
     val: dict[str, pl.DataFrame],
     *,
-    max_examples: int = 4000,
-    ridge: float = 1e-2,
+    max_examples: int = 20_000,
     seed: int = 0,
     log: Any = print,
 ) -> dict[str, dict[str, float]]:
     """Refit the linear tower of each regression task by ridge regression on the frozen shared
-    bottom's features (plus, for relevance, the lexical match features: the tower and the
-    lexical term are fitted together); kept only if validation RMSE (of the clamped output)
-    improves."""
+    bottom's features (plus, for relevance, the lexical basis: the tower and the lexical term
+    are fitted together), the penalty chosen by cross-validation on the training sample; kept
+    only if validation RMSE (of the clamped output) improves."""
     report: dict[str, dict[str, float]] = {}
     model.eval()
     model.embedding_cache = {}
@@ -163,10 +202,7 @@ def refit_regression_towers(
             lexical = task in model.lexical
             h = _with_lexical(_pair_hidden(model, task, tr), tr, lexical)
             y = torch.tensor(tr["label"].to_numpy(), dtype=torch.float64)
-            hb = torch.cat([h, torch.ones(h.shape[0], 1, dtype=torch.float64)], dim=1)
-            eye = torch.eye(hb.shape[1], dtype=torch.float64) * ridge * h.shape[0]
-            eye[-1, -1] = 0.0  # no penalty on the bias
-            w = torch.linalg.solve(hb.T @ hb + eye, hb.T @ y)
+            w, ridge = fit_ridge(h, y, _folds(tr))
             hv_pair = _pair_hidden(model, task, val[task])
             hv = _with_lexical(hv_pair, val[task], lexical)
             yv = val[task]["label"].to_numpy()
@@ -191,9 +227,13 @@ def refit_regression_towers(
                 "val_rmse_after": after,
                 "kept": float(kept),
                 "examples": float(tr.height),
+                "ridge": ridge,
             }
             if log:
-                log(f"tower refit {task}: val rmse {before:.4f} -> {after:.4f} ({'kept' if kept else 'discarded'})")
+                log(
+                    f"tower refit {task}: val rmse {before:.4f} -> {after:.4f} (ridge {ridge:g}, "
+                    f"{tr.height} examples; {'kept' if kept else 'discarded'})"
+                )
     finally:
         model.embedding_cache = None
     return report
