@@ -26,6 +26,7 @@ FORMAT = "shoprank-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
+OPTIONAL_TERMS = ("lexical.", "prototypes.")  # state-dict prefixes a checkpoint may lack (term off)
 
 
 def sha256_file(path: Path) -> str:
@@ -127,14 +128,13 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTa
     model = MultiTaskModel(config, manifest.get("label_maps") or {})
     try:
         state = load_file(str(weights), device=device)
-        own = model.state_dict()
-        # A lexical term of another feature basis (older checkpoints) is dropped: it stays off.
-        state = {
-            k: v for k, v in state.items() if not k.startswith("lexical.") or k not in own or own[k].shape == v.shape
-        }
+        # An optional term the checkpoint lacks, or holds in another shape (the older
+        # plain-linear lexical term), is left out: it stays switched off.
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        other = [k for k, v in state.items() if k.startswith(OPTIONAL_TERMS) and shapes.get(k, v.shape) != v.shape]
+        state = {k: v for k, v in state.items() if k not in other}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        # Checkpoints from before the lexical or prototype terms lack only those: they stay off.
-        missing = [k for k in missing if not k.startswith(("lexical.", "prototypes."))]
+        missing = [k for k in missing if not k.startswith(OPTIONAL_TERMS)]
         if missing or unexpected:
             raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
     except Exception as e:  # safetensors header errors, shape/key mismatches
