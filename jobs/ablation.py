@@ -5,7 +5,10 @@
 
 Trains, with the same epochs x steps x batch size, the same data splits and the same head
 refit: the multi-task model on a shared bottom, the multi-task model on an MMoE, and one
-single-task model per task (``--single`` to choose). Each is a normal ``jobs.train`` run
+single-task model per task (``--single`` to choose). ``--schedule all`` has the multi-task
+model train one batch of every task at every step, so each task sees exactly the batches its
+single-task model sees (the same per-task budget; the config's one-task-per-step schedule
+gives the same total budget instead). Each is a normal ``jobs.train`` run
 (Ray Train) under ``OUT/<variant>``, evaluated on the held-out test split by
 ``shoprank.eval.runner.evaluate_checkpoint``. Finished variants are skipped on a rerun (their
 ``eval.json`` is kept), so a killed ablation resumes where it stopped.
@@ -27,17 +30,27 @@ from shoprank.errors import ShoprankError
 from shoprank.eval.report import markdown_table
 from shoprank.model.checkpoint import atomic_write_text
 from shoprank.train.config import TrainConfig, load_config
+from shoprank.train.sampler import SCHEDULES
 
 MULTI = ("multi_task_shared_bottom", "multi_task_mmoe")
 LOWER_IS_BETTER = ("rmse",)
 
 
-def variants(cfg: TrainConfig, single: list[str] | None) -> dict[str, TrainConfig]:
-    """Variant name -> config. Every variant keeps the base budget (epochs, steps, batch size)."""
-    out = {
-        MULTI[0]: cfg.model_copy(update={"model": cfg.model.model_copy(update={"architecture": "shared_bottom"})}),
-        MULTI[1]: cfg.model_copy(update={"model": cfg.model.model_copy(update={"architecture": "mmoe"})}),
-    }
+def variants(
+    cfg: TrainConfig, single: list[str] | None, multi: list[str] | None = None, schedule: str | None = None
+) -> dict[str, TrainConfig]:
+    """Variant name -> config. Every variant keeps the base budget (epochs, steps, batch size).
+
+    ``schedule`` overrides the multi-task variants' task schedule (a single-task model trains its
+    one task every step under any schedule); ``multi`` picks multi-task variants (default both).
+    """
+    base = cfg if schedule is None else cfg.model_copy(update={"schedule": schedule})
+    out = {}
+    for name in multi if multi is not None else MULTI:
+        if name not in MULTI:
+            raise ShoprankError(f"--multi: unknown variant {name!r} (choose from {list(MULTI)})")
+        arch = "mmoe" if name == MULTI[1] else "shared_bottom"
+        out[name] = base.model_copy(update={"model": cfg.model.model_copy(update={"architecture": arch})})
     for task in single if single is not None else list(cfg.tasks):
         if task not in cfg.tasks:
             raise ShoprankError(f"--single: task {task!r} is not in the config (tasks: {sorted(cfg.tasks)})")
@@ -123,19 +136,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="multi-task training YAML; its budget applies to every variant")
     ap.add_argument("--out", required=True, help="output directory (one sub-directory per variant)")
     ap.add_argument("--single", nargs="*", default=None, help="tasks to train alone (default: every task)")
+    ap.add_argument("--multi", nargs="*", default=None, choices=MULTI, help="multi-task variants (default: both)")
+    ap.add_argument("--schedule", default=None, choices=SCHEDULES,
+                    help="task schedule of the multi-task variants (default: the config's); 'all' gives every "
+                         "task one batch each step, the batches its single-task model sees")  # fmt: skip
     ap.add_argument("--workers", type=int, default=None, help="Ray Train workers per run")
     ap.add_argument("--max-eval-rows", type=int, default=4000, help="test rows per task and source")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     try:
         cfg = load_config(args.config)
-        plan = variants(cfg, args.single)
+        plan = variants(cfg, args.single, args.multi, args.schedule)
         results = {n: run_variant(n, c, out, args.workers, args.max_eval_rows) for n, c in plan.items()}
     except ShoprankError as e:
         print(f"jobs.ablation: error: {e}", file=sys.stderr)
         return 2
     rows, summary = comparison(results)
+    schedule = args.schedule or cfg.schedule
     budget = f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps x batch {cfg.batch_size}"
+    budget += f", multi-task schedule {schedule}"
     md = (
         f"# Multi-task vs single-task, shared bottom vs MMoE\n\nSame budget for every variant: {budget}; "
         f"config `{args.config}`; held-out test split.\n\n{markdown_table(rows)}\n"

@@ -29,6 +29,10 @@ def test_variants_share_the_budget_and_single_task_keeps_only_its_sources():
     assert set(vs["single_task_click"].sources) == {"bestbuy"}
     with pytest.raises(ShoprankError, match="'nope'"):
         ablation.variants(cfg, ["nope"])
+    only = ablation.variants(cfg, ["click"], multi=["multi_task_shared_bottom"], schedule="all")
+    assert list(only) == ["multi_task_shared_bottom", "single_task_click"]
+    assert only["multi_task_shared_bottom"].schedule == "all"
+    assert only["multi_task_shared_bottom"].steps_per_epoch == cfg.steps_per_epoch
 
 
 def test_comparison_counts_a_task_only_when_every_metric_wins():

@@ -13,7 +13,7 @@ from shoprank.model import ModelConfig, MultiTaskModel, load_checkpoint, save_ch
 from shoprank.train.config import parse_config
 from shoprank.train.loop import build_optimizer, load_resume, read_train_state, save_train_state
 from shoprank.train.losses import MultiTaskObjective, UncertaintyWeighting, retrieval_loss
-from shoprank.train.sampler import batch_indices, task_probabilities, task_schedule
+from shoprank.train.sampler import batch_indices, step_tasks, task_probabilities, task_schedule
 
 LABELS = {"intent": ["a", "b"], "category": ["x", "y", "z"], "season": ["summer", "winter"]}
 
@@ -151,6 +151,8 @@ def test_sampler_deterministic_and_proportional():
         task_schedule(sizes, "round_robin", 4, 0, 1) == ["b", "a", "b", "a"]
         or len(set(task_schedule(sizes, "round_robin", 4, 0, 1))) == 2
     )
+    assert step_tasks(sizes, "all", 3, 0, 1) == [("a", "b")] * 3
+    assert step_tasks(sizes, "proportional", 50, 1, 3) == [(t,) for t in task_schedule(sizes, "proportional", 50, 1, 3)]
     w = task_probabilities(sizes, "weighted", {"a": 1.0, "b": 3.0})
     assert w == pytest.approx({"a": 0.25, "b": 0.75})
     it = batch_indices(10, 4, seed=0, epoch=1, rank=0, salt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,14 @@ def test_eval_cli_judgements_json(tiny_run, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"ndcg@10", "spearman", "pairs", "queries"} <= set(out) and out["pairs"] == 6
     assert main(["eval", str(tmp_path / "nope"), "--judgements", str(path)]) == 2  # not a checkpoint: one-line error
+
+
+def test_all_schedule_steps_on_every_task_at_once(ray_local, tmp_path):
+    """schedule: all — each optimizer step sums one batch of every task (DDP, 2 workers)."""
+    cfg = load_config(REPO / "configs" / "tiny.yaml", base=REPO)
+    cfg = cfg.model_copy(update={"schedule": "all", "epochs": 1, "steps_per_epoch": 3})
+    res = train(cfg, tmp_path / "all", workers=2, data=build_task_data(cfg))
+    state = read_train_state(epoch_checkpoints(tmp_path / "all")[-1])[0]
+    assert state["global_step"] == 3
+    assert state["task_steps"] == {t: 3 for t in cfg.tasks}
+    assert all(math.isfinite(res.history[-1][f"train/{t}/loss"]) for t in cfg.tasks)

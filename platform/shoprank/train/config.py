@@ -93,7 +93,8 @@ class TrainConfig(_Strict):
     sources: dict[str, SourceConfig] = Field(min_length=1)
     tasks: dict[str, TaskConfig] = Field(min_length=1)
     weighting: Literal["fixed", "uncertainty"] = "fixed"
-    schedule: Literal["proportional", "round_robin", "weighted"] = "proportional"
+    # one task per step (by data size, in turn, or by sample_weight), or "all": every task each step
+    schedule: Literal["proportional", "round_robin", "weighted", "all"] = "proportional"
     epochs: int = Field(3, ge=1, le=1000)
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=2, le=4096)

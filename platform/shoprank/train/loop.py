@@ -40,7 +40,7 @@ from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.text import title_of
 from shoprank.train.config import TrainConfig
 from shoprank.train.losses import MultiTaskObjective
-from shoprank.train.sampler import batch_indices, task_schedule
+from shoprank.train.sampler import batch_indices, step_tasks
 
 STATE_FORMAT = "shoprank-train-state"
 STATE_VERSION = 1
@@ -289,7 +289,7 @@ def run_training(
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         objective.train()
-        schedule = task_schedule(
+        schedule = step_tasks(
             {t: sizes[t] for t in tasks},
             cfg.schedule,
             cfg.steps_per_epoch,
@@ -304,20 +304,21 @@ def run_training(
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         samples = 0
-        for task in schedule:
+        for step in schedule:
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
-            idx = next(iters[task])
-            batch = make_batch(model, task, train[task], idx, device)
-            loss, raw = wrapped(task, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for task in step:  # gradients add up: one step on the sum of the tasks' weighted losses
+                idx = next(iters[task])
+                batch = make_batch(model, task, train[task], idx, device)
+                loss, raw = wrapped(task, batch)
+                loss.backward()
+                sums[task] = sums.get(task, 0.0) + float(raw)
+                counts[task] = counts.get(task, 0) + 1
+                samples += len(idx)
             torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
             optimizer.step()
             progress["global_step"] += 1
-            sums[task] = sums.get(task, 0.0) + float(raw)
-            counts[task] = counts.get(task, 0) + 1
-            samples += len(idx)
             done = progress["global_step"] - (epoch - 1) * cfg.steps_per_epoch
             if log and ctx.rank == 0 and done % max(1, cfg.steps_per_epoch // 5) == 0:
                 log(f"epoch {epoch} step {done}/{cfg.steps_per_epoch} ({time.perf_counter() - t0:.0f}s)")
