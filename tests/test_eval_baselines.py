@@ -67,8 +67,37 @@ def test_click_ranking_reports_every_system_under_the_ceiling():
     test = pl.DataFrame({"query": ["halo", "skyrom", "forza", "halo"], "item_id": ["s0", "s2", "s4", "s5"]})
     res = click_ranking(model, None, train, test, items)
     assert {"model", "lookup+model", "lookup", "lookup_recency_words", "popularity", "bm25", "ceiling"} <= set(res)
+    assert {"learned_blend", "learned_blend_no_user"} <= set(res)
     for name, m in res.items():
         assert 0.0 <= m["map@5"] <= res["ceiling"]["map@5"] + 1e-12, name
     # "halo" -> s0 (1, then 1/2 for its s5 click), "skyrom" -> s2 through the nearest known query
     assert res["lookup_recency_words"]["map@5"] > res["lookup"]["map@5"]
     assert res["ceiling"]["recall@100"] == 1.0
+
+
+def test_click_blend_learns_that_users_do_not_click_the_same_item_twice():
+    """Every user clicks s0 for "halo", most then s1 on a second search: fitted on a later
+    period, the blend puts s1 first for a user who already has s0 and s0 first for a new user."""
+    import polars as pl
+    from shoprank.eval.clickblend import FEATURES, ClickBlend
+
+    items = pl.DataFrame({"item_id": ["s0", "s1", "s2"], "item": ["halo 3", "halo reach", "skyrim"]})
+    t0 = datetime(2011, 10, 1)
+    rows = []
+    for u in range(60):
+        rows.append(("halo", "s0", f"u{u}", t0 + timedelta(hours=2 * u)))
+        if u % 3:
+            rows.append(("halo", "s1", f"u{u}", t0 + timedelta(hours=2 * u + 1)))
+    log = pl.DataFrame(rows, schema=["query", "item_id", "user_hash", "timestamp"], orient="row")
+    rank = lambda qs: {q: ["s2", "s1", "s0"] for q in qs}  # noqa: E731 - a model that gets it wrong
+    cb = ClickBlend(items, rank).fit(log.head(70), log.tail(30))
+    assert cb.fitted_on == 30
+    assert cb.weights[FEATURES.index("user_clicked")] < 0
+    test = pl.DataFrame(
+        {"query": ["halo", "halo"], "item_id": ["s0", "s1"], "user_hash": ["new", "new"],
+         "timestamp": [t0 + timedelta(days=9), t0 + timedelta(days=9, hours=1)]}
+    )  # fmt: skip
+    first, second = cb.rank(log, test, k=2)
+    assert first[0] == "s0" and second[0] == "s1"  # the second search already has s0 in its history
+    blind = ClickBlend(items, rank, use_user=False).fit(log.head(70), log.tail(30))
+    assert [lst[0] for lst in blind.rank(log, test, k=2)] == ["s0", "s0"]  # it cannot tell the two apart

@@ -24,6 +24,7 @@ import torch
 from shoprank.errors import DataError
 from shoprank.eval import metrics as M
 from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, normalize_query, score_pairs_bm25
+from shoprank.eval.clickblend import ClickBlend
 from shoprank.eval.tasks import class_logits, embed_unique, numeric, pair_raw, retrieval_metrics
 from shoprank.model.checkpoint import load_checkpoint, load_model, model_version
 from shoprank.model.features import month_features
@@ -106,17 +107,36 @@ def catalogue_items(cat: pl.DataFrame) -> pl.DataFrame:
 
 
 def click_ranking_metrics(
-    systems: dict[str, Callable[[list[str]], dict[str, list[str]]]], test: pl.DataFrame
+    systems: dict[str, Callable[[list[str]], dict[str, list[str]]]],
+    test: pl.DataFrame,
+    per_click: dict[str, list[list[str]]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """MAP@5 and recall@100 for each system over test clicks (one relevant item per click)."""
+    """MAP@5 and recall@100 for each system over test clicks (one relevant item per click).
+
+    ``systems`` rank per query; ``per_click`` holds systems' lists per test click (row order),
+    for rankings that also depend on who searched.
+    """
     queries = list(dict.fromkeys(test["query"].to_list()))
     rel = [[i] for i in test["item_id"].to_list()]
-    out = {}
+    every = {}
     for name, fn in systems.items():
         ranked = fn(queries)
-        lists = [ranked.get(q, []) for q in test["query"].to_list()]
-        out[name] = {"map@5": M.map_at_k(rel, lists, 5), "recall@100": M.mean_recall_at_k(rel, lists, 100)}
-    return out
+        every[name] = [ranked.get(q, []) for q in test["query"].to_list()]
+    every.update(per_click or {})
+    return {
+        name: {"map@5": M.map_at_k(rel, lists, 5), "recall@100": M.mean_recall_at_k(rel, lists, 100)}
+        for name, lists in every.items()
+    }
+
+
+def fit_periods(train: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The training log cut in two by time for fitting the click blend: the validation split
+    when it has one, else the newest tenth of the clicks."""
+    if "split" in train.columns and (train["split"] == "val").any():
+        return train.filter(pl.col("split") != "val"), train.filter(pl.col("split") == "val")
+    ordered = train.sort("timestamp", maintain_order=True)
+    cut = ordered.height - max(1, ordered.height // 10)
+    return ordered.head(cut), ordered.tail(ordered.height - cut)
 
 
 # -- the checkpoint report --------------------------------------------------------------------
@@ -197,11 +217,14 @@ def click_ranking(
         word_weight=LOOKUP_WORD_WEIGHT,
         neighbour_weight=LOOKUP_NEIGHBOUR_WEIGHT,
     )
-    test = test.with_columns(pl.col("query").map_elements(normalize_query, return_dtype=pl.Utf8))
+    norm = pl.col("query").map_elements(normalize_query, return_dtype=pl.Utf8)
+    test = test.with_columns(norm)
     model_rank: dict[str, list[str]] = {}
 
     def model_fn(qs: list[str]) -> dict[str, list[str]]:
-        model_rank.update(rank_catalogue(model, qs, items))
+        missing = [q for q in dict.fromkeys(qs) if q not in model_rank]
+        if missing:
+            model_rank.update(rank_catalogue(model, missing, items))
         return model_rank
 
     systems: dict[str, Callable[[list[str]], dict[str, list[str]]]] = {"model": model_fn}
@@ -232,7 +255,15 @@ def click_ranking(
         systems["lookup+zero_shot"] = lambda qs: {
             q: blend(recent.scores(q), zs_rank[q], MODEL_BLEND_WEIGHT, 100) for q in qs
         }
-    return click_ranking_metrics(systems, test)
+    # The learned blend (shoprank.eval.clickblend): weights fitted on the training log's newest
+    # period counted from the rest, then counts from the whole training log; with and without
+    # the user's own earlier clicks.
+    history, later = fit_periods(train.with_columns(norm))
+    per_click = {
+        name: ClickBlend(items, model_fn, use_user=use_user).fit(history, later).rank(train, test)
+        for name, use_user in (("learned_blend", True), ("learned_blend_no_user", False))
+    }
+    return click_ranking_metrics(systems, test, per_click)
 
 
 def _task_rows(
