@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta
 
 import numpy as np
+import pytest
 from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, score_pairs_bm25
 from shoprank.eval.report import markdown_table, write_report
 
@@ -97,6 +98,8 @@ def test_click_blend_learns_that_users_do_not_click_the_same_item_twice():
         {"query": ["halo", "halo"], "item_id": ["s0", "s1"], "user_hash": ["new", "new"],
          "timestamp": [t0 + timedelta(days=9), t0 + timedelta(days=9, hours=1)]}
     )  # fmt: skip
+    with pytest.raises(ValueError, match="candidates"):
+        ClickBlend(items, rank).fit(log.head(70), log.tail(30).with_columns(pl.lit("gone").alias("item_id")))
     first, second = cb.rank(log, test, k=2)
     assert first[0] == "s0" and second[0] == "s1"  # the second search already has s0 in its history
     blind = ClickBlend(items, rank, use_user=False).fit(log.head(70), log.tail(30))

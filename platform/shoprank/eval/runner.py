@@ -257,12 +257,14 @@ def click_ranking(
         }
     # The learned blend (shoprank.eval.clickblend): weights fitted on the training log's newest
     # period counted from the rest, then counts from the whole training log; with and without
-    # the user's own earlier clicks.
+    # the user's own earlier clicks. A log too small to fit it on leaves these rows out.
     history, later = fit_periods(train.with_columns(norm))
-    per_click = {
-        name: ClickBlend(items, model_fn, use_user=use_user).fit(history, later).rank(train, test)
-        for name, use_user in (("learned_blend", True), ("learned_blend_no_user", False))
-    }
+    per_click = {}
+    for name, use_user in (("learned_blend", True), ("learned_blend_no_user", False)):
+        try:
+            per_click[name] = ClickBlend(items, model_fn, use_user=use_user).fit(history, later).rank(train, test)
+        except ValueError:
+            break
     return click_ranking_metrics(systems, test, per_click)
 
 
