@@ -73,8 +73,9 @@ def better(metric: str, a: float, b: float) -> bool:
 
 def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Table rows (metric x variant) and a summary: tasks where each multi-task model beats single-task."""
-    rows, wins = [], {m: set() for m in MULTI}
-    losses = {m: set() for m in MULTI}
+    multis = [m for m in MULTI if m in results]  # the multi-task variants that ran
+    rows, wins = [], {m: set() for m in multis}
+    losses = {m: set() for m in multis}
     metrics = sorted({k for r in results.values() for k in r})
     for metric in metrics:
         task = metric.split("/", 1)[0]
@@ -82,8 +83,8 @@ def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any
         for name, r in results.items():
             row[name] = r.get(metric, float("nan"))
         single = results.get(f"single_task_{task}", {}).get(metric, float("nan"))
-        for m in MULTI:
-            mv = results.get(m, {}).get(metric, float("nan"))
+        for m in multis:
+            mv = results[m].get(metric, float("nan"))
             if math.isnan(single) or math.isnan(mv):
                 row[f"{m} beats single"] = "–"
                 continue
@@ -101,8 +102,10 @@ def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any
             "tasks_won": sorted(wins[m] - losses[m]),
             "tasks_lost_or_mixed": sorted(losses[m]),
         }
-        for m in MULTI
+        for m in multis
     }
+    if len(multis) < len(MULTI):
+        return rows, summary
     arch = {}
     for metric in metrics:
         a, b = results.get(MULTI[0], {}).get(metric), results.get(MULTI[1], {}).get(metric)
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         f"config `{args.config}`; held-out test split.\n\n{markdown_table(rows)}\n"
         + "".join(f"- {m}: beats single-task on {len(s['tasks_won'])} task(s) {s['tasks_won']}; "
                   f"not on {s['tasks_lost_or_mixed']}\n" for m, s in summary.items() if m in MULTI)
-        + f"- shared bottom vs MMoE, metrics won: {summary['architecture_better_on']}\n"
+        + (f"- shared bottom vs MMoE, metrics won: {summary['architecture_better_on']}\n"
+           if "architecture_better_on" in summary else "")
     )  # fmt: skip
     atomic_write_text(out / "ablation.md", md)
     atomic_write_text(out / "ablation.json", json.dumps({"budget": budget, "results": results, "summary": summary},

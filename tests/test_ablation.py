@@ -54,6 +54,9 @@ def test_comparison_counts_a_task_only_when_every_metric_wins():
     assert summary["multi_task_mmoe"]["tasks_won"] == []
     assert summary["architecture_better_on"] == {"shared_bottom": 2, "mmoe": 1}
     assert not ablation.better("x/y/accuracy", nan, 0.5)
+    del results["multi_task_mmoe"]  # only one multi-task variant ran: no MMoE column, no architecture count
+    rows, summary = ablation.comparison(results)
+    assert set(summary) == {"multi_task_shared_bottom"} and "multi_task_mmoe beats single" not in rows[0]
 
 
 def test_tiny_ablation_runs_and_resumes(ray_local, tmp_path, capsys):
