@@ -307,16 +307,28 @@ def run_training(
         for step in schedule:
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
-            optimizer.zero_grad(set_to_none=True)
-            for task in step:  # gradients add up: one step on the sum of the tasks' weighted losses
+            params = [p for p in objective.parameters() if p.requires_grad]
+            summed: list[torch.Tensor | None] = [None] * len(params)
+            for task in step:
+                optimizer.zero_grad(set_to_none=True)
                 idx = next(iters[task])
                 batch = make_batch(model, task, train[task], idx, device)
                 loss, raw = wrapped(task, batch)
                 loss.backward()
+                # each task's gradient is clipped on its own, as its single-task step would be,
+                # then the step takes their sum (a no-op for one-task schedules)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if len(step) > 1:
+                    summed = [
+                        a if p.grad is None else p.grad if a is None else a + p.grad
+                        for a, p in zip(summed, params, strict=True)
+                    ]
                 sums[task] = sums.get(task, 0.0) + float(raw)
                 counts[task] = counts.get(task, 0) + 1
                 samples += len(idx)
-            torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
+            if len(step) > 1:
+                for p, g in zip(params, summed, strict=True):
+                    p.grad = g
             optimizer.step()
             progress["global_step"] += 1
             done = progress["global_step"] - (epoch - 1) * cfg.steps_per_epoch

@@ -60,7 +60,7 @@ def step_tasks(
     sample_weights: dict[str, float] | None = None,
 ) -> list[tuple[str, ...]]:
     """The tasks of every step in one epoch: one task per step, or with ``all`` every task
-    (one batch each, their weighted losses summed into one optimizer step)."""
+    (one batch each; the loop clips each task's gradient on its own and steps on their sum)."""
     if schedule == "all":
         tasks = tuple(task_probabilities(sizes, schedule))
         return [tasks] * steps
