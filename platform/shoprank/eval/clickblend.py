@@ -84,10 +84,14 @@ def _log_share(counter: Counter[str], total: float, item: str) -> float:
     return float(np.log(counter.get(item, 0.0) / max(total, 1e-12) + 1e-6))
 
 
+USER = FEATURES.index("user_clicked")
+
+
 def features(
-    c: ClickCounts, bm25: BM25, item_index: dict[str, int], query: str, ranked: Sequence[str], user: str | None
+    c: ClickCounts, bm25: BM25, item_index: dict[str, int], query: str, ranked: Sequence[str]
 ) -> tuple[list[str], np.ndarray]:
-    """Candidates for ``query`` and their feature rows (one column per name in FEATURES)."""
+    """Candidates for ``query`` and their feature rows (one column per name in FEATURES; the
+    user column is 0 here: it depends on who searched, see ``ClickBlend._walk``)."""
     key = compact_query(query)
     known = key in c.share7.table
     clicks = float(sum(c.share_all.table[key].values())) if known else 0.0
@@ -99,7 +103,6 @@ def features(
     rank = {x: r for r, x in enumerate(ranked)}
     bm = bm25.scores(query)
     top = max(float(bm.max()), 1e-9) if len(bm) else 1.0
-    clicked = c.user_items.get((user, key), set()) if user is not None else set()
     cands = list(
         dict.fromkeys(
             [
@@ -128,7 +131,7 @@ def features(
             np.log1p(r if r is not None else 2 * CANDIDATES),
             mr if known else 0.0,
             bm[item_index[it]] / top if it in item_index else 0.0,
-            float(it in clicked),
+            0.0,
         )
     return cands, rows
 
@@ -150,9 +153,16 @@ class ClickBlend:
         """(candidates, features, clicked item) for every click of ``clicks`` (in time order);
         each click then joins its user's history, as it would have when the next one came."""
         ranked = self.rank_fn(list(dict.fromkeys(clicks["query"].to_list())))
+        per_query: dict[str, tuple[list[str], np.ndarray]] = {}  # the counts stay fixed during the walk
         out = []
         for u, q, i in zip(_users(clicks), clicks["query"].to_list(), clicks["item_id"].to_list(), strict=True):
-            cands, x = features(counts, self.bm25, self.index, q, ranked.get(q, []), u if self.use_user else None)
+            if q not in per_query:
+                per_query[q] = features(counts, self.bm25, self.index, q, ranked.get(q, []))
+            cands, x = per_query[q]
+            clicked = counts.user_items.get((u, compact_query(q))) if self.use_user and u is not None else None
+            if clicked:
+                x = x.copy()
+                x[:, USER] = [it in clicked for it in cands]
             out.append((cands, x, i))
             counts.saw(u, q, i)
         return out

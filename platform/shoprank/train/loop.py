@@ -226,6 +226,17 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def _add_grads(summed: list[torch.Tensor | None], params: list[torch.nn.Parameter]) -> None:
+    """Add each parameter's current gradient into ``summed`` (a copy the first time, so the next
+    backward cannot touch it)."""
+    for n, p in enumerate(params):
+        if p.grad is not None:
+            if summed[n] is None:
+                summed[n] = p.grad.detach().clone()
+            else:
+                summed[n].add_(p.grad)
+
+
 def _broadcast(obj: Any, ctx: WorkerContext) -> Any:
     if ctx.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         box = [obj]
@@ -286,6 +297,7 @@ def run_training(
     start_epoch = int(progress["epoch"]) + 1
     if progress.get("stopped_early"):
         start_epoch = cfg.epochs + 1
+    params = [p for p in objective.parameters() if p.requires_grad]  # what a step updates and clips
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         objective.train()
@@ -307,7 +319,6 @@ def run_training(
         for step in schedule:
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
-            params = [p for p in objective.parameters() if p.requires_grad]
             summed: list[torch.Tensor | None] = [None] * len(params)
             for task in step:
                 optimizer.zero_grad(set_to_none=True)
@@ -319,10 +330,7 @@ def run_training(
                 # then the step takes their sum (a no-op for one-task schedules)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 if len(step) > 1:
-                    summed = [
-                        a if p.grad is None else p.grad if a is None else a + p.grad
-                        for a, p in zip(summed, params, strict=True)
-                    ]
+                    _add_grads(summed, params)
                 sums[task] = sums.get(task, 0.0) + float(raw)
                 counts[task] = counts.get(task, 0) + 1
                 samples += len(idx)
