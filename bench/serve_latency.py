@@ -167,6 +167,7 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
         lat = {"in": [], "sv": []}
         wall = {"in": 0.0, "sv": 0.0}
         sizes: list[int] = []
+        stages: dict[str, list[float]] = {}
         for chunk in chunks:
             for key, fn in (("in", in_process), ("sv", served_call)):
                 la, w, outs = run_load(fn, chunk, c)
@@ -174,12 +175,16 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
                 wall[key] += w
                 if key == "sv":
                     sizes += [o.batch_size for o in outs]
+                    for o in outs:
+                        for stage, ms in o.timings_ms.items():
+                            stages.setdefault(stage, []).append(ms)
                     served_top = [o.items[0].item_id for o in outs]
                 else:
                     inproc_top = [o.items[0].item_id for o in outs]
         inproc[c] = {"p50": pct(lat["in"], 50), "p99": pct(lat["in"], 99), "qps": len(reqs) / wall["in"]}
         served[c] = {"p50": pct(lat["sv"], 50), "p99": pct(lat["sv"], 99), "qps": len(reqs) / wall["sv"]}
         batch_sizes[c] = float(np.mean(sizes))
+        served[c]["stages_p50"] = {k: pct(v, 50) for k, v in sorted(stages.items())}
         print(f"  concurrency {c}: done", flush=True)
     client.close()
     from ray import serve
@@ -199,6 +204,23 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
         res[f"c{c}_served_p99_over_p50"] = tail
         print(f"  c{c}: served p50 / in-process p50 = {r50:.2f}x (target <= 1.5x); "
               f"served p99 / p50 = {tail:.2f}x (target <= 3x)")  # fmt: skip
+    st = served[1]["stages_p50"]
+    hops = {
+        name: st[name] - st[work]
+        for name, work in (("intent", "intent_encode"), ("retrieve", "retrieve_search"), ("rank", "rank_forward"))
+    }
+    hops["client_and_proxy"] = served[1]["p50"] - st["total"]
+    res["c1_hop_ms"] = hops
+    print(
+        f"  c1 served, median ms per stage: intent {st['intent']:.1f} (encoding {st['intent_encode']:.1f}), "
+        f"retrieve {st['retrieve']:.1f} (search {st['retrieve_search']:.1f}), rank {st['rank']:.1f} "
+        f"(forward {st['rank_forward']:.1f}), ingress total {st['total']:.1f}"
+    )
+    print(
+        "  c1 Serve's share (hop minus the work inside it): "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in hops.items())
+        + f"; sum {sum(hops.values()):.1f} ms"
+    )
     gain = served[16]["qps"] / served[1]["qps"]
     res["batching_gain"] = gain
     print(f"  batching: served throughput c16 / c1 = {gain:.2f}x (target >= 3x); mean ranker batch "

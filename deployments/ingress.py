@@ -106,11 +106,11 @@ class SearchIngress:
 
     async def _run(self, q: Query) -> SearchResult:
         t0 = time.perf_counter()
-        emb, intent, _, _ = await self.intent.remote(q.query)
+        emb, intent, _, encode_ms = await self.intent.remote(q.query)
         t1 = time.perf_counter()
-        positions, index_version, index_dir = None, "", ""
+        positions, index_version, index_dir, search_ms = None, "", "", 0.0
         if q.item_ids is None:
-            positions, index_version, index_dir, _ = await self.retriever.remote(
+            positions, index_version, index_dir, search_ms = await self.retriever.remote(
                 emb, None if q.filters.is_empty() else q.filters, self.cfg.num_candidates
             )
         t2 = time.perf_counter()
@@ -127,7 +127,7 @@ class SearchIngress:
             index_version=ranked.index_version, batch_size=ranked.batch_size, zero_shot=ranked.zero_shot,
             weights=q.weights, num_candidates=ranked.num_candidates,
             timings_ms={"intent": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "rank": (t3 - t2) * 1e3,
-                        "rank_forward": ranked.rank_ms},
+                        "intent_encode": encode_ms, "retrieve_search": search_ms, "rank_forward": ranked.rank_ms},
         )  # fmt: skip
 
     @staticmethod

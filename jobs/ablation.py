@@ -37,14 +37,27 @@ LOWER_IS_BETTER = ("rmse",)
 
 
 def variants(
-    cfg: TrainConfig, single: list[str] | None, multi: list[str] | None = None, schedule: str | None = None
+    cfg: TrainConfig,
+    single: list[str] | None,
+    multi: list[str] | None = None,
+    schedule: str | None = None,
+    per_task_steps: bool = False,
 ) -> dict[str, TrainConfig]:
     """Variant name -> config. Every variant keeps the base budget (epochs, steps, batch size).
 
     ``schedule`` overrides the multi-task variants' task schedule (a single-task model trains its
     one task every step under any schedule); ``multi`` picks multi-task variants (default both).
+    ``per_task_steps`` (round_robin only) multiplies the multi-task variants' steps and warm-up
+    by the number of tasks: one task per step, each task exactly its single-task model's steps.
     """
     base = cfg if schedule is None else cfg.model_copy(update={"schedule": schedule})
+    if per_task_steps:
+        if base.schedule != "round_robin":
+            raise ShoprankError(f"--per-task-steps needs --schedule round_robin (got {base.schedule!r})")
+        n = len(cfg.tasks)
+        base = base.model_copy(
+            update={"steps_per_epoch": cfg.steps_per_epoch * n, "warmup_steps": cfg.warmup_steps * n}
+        )
     out = {}
     for name in multi if multi is not None else MULTI:
         if name not in MULTI:
@@ -143,13 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedule", default=None, choices=SCHEDULES,
                     help="task schedule of the multi-task variants (default: the config's); 'all' gives every "
                          "task one batch each step, the batches its single-task model sees")  # fmt: skip
+    ap.add_argument("--per-task-steps", action="store_true",
+                    help="with --schedule round_robin: the multi-task variants take (number of tasks) x the "
+                         "steps, one task per step, so each task gets its single-task model's steps")  # fmt: skip
     ap.add_argument("--workers", type=int, default=None, help="Ray Train workers per run")
     ap.add_argument("--max-eval-rows", type=int, default=4000, help="test rows per task and source")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     try:
         cfg = load_config(args.config)
-        plan = variants(cfg, args.single, args.multi, args.schedule)
+        plan = variants(cfg, args.single, args.multi, args.schedule, args.per_task_steps)
         results = {n: run_variant(n, c, out, args.workers, args.max_eval_rows) for n, c in plan.items()}
     except ShoprankError as e:
         print(f"jobs.ablation: error: {e}", file=sys.stderr)
@@ -158,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = args.schedule or cfg.schedule
     budget = f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps x batch {cfg.batch_size}"
     budget += f", multi-task schedule {schedule}"
+    if args.per_task_steps:
+        budget += f" with {len(cfg.tasks)} x the steps (one task per step; each task its single-task steps)"
     md = (
         f"# Multi-task vs single-task, shared bottom vs MMoE\n\nSame budget for every variant: {budget}; "
         f"config `{args.config}`; held-out test split.\n\n{markdown_table(rows)}\n"

@@ -35,6 +35,23 @@ def test_variants_share_the_budget_and_single_task_keeps_only_its_sources():
     assert only["multi_task_shared_bottom"].steps_per_epoch == cfg.steps_per_epoch
 
 
+def test_per_task_steps_gives_each_task_its_single_task_steps():
+    from shoprank.train.sampler import step_tasks
+
+    cfg = load_config(REPO / "configs" / "ablation.yaml", base=REPO)
+    vs = ablation.variants(cfg, ["click"], multi=["multi_task_shared_bottom"], schedule="round_robin",
+                           per_task_steps=True)  # fmt: skip
+    multi, single = vs["multi_task_shared_bottom"], vs["single_task_click"]
+    n = len(cfg.tasks)
+    assert (multi.steps_per_epoch, multi.warmup_steps) == (cfg.steps_per_epoch * n, cfg.warmup_steps * n)
+    assert (single.steps_per_epoch, single.warmup_steps) == (cfg.steps_per_epoch, cfg.warmup_steps)
+    steps = step_tasks({t: 100 for t in cfg.tasks}, multi.schedule, multi.steps_per_epoch, 0, 1)
+    per_task = {t: sum(1 for s in steps if s == (t,)) for t in cfg.tasks}
+    assert per_task == {t: single.steps_per_epoch for t in cfg.tasks}
+    with pytest.raises(ShoprankError, match="round_robin"):
+        ablation.variants(cfg, ["click"], schedule="all", per_task_steps=True)
+
+
 def test_comparison_counts_a_task_only_when_every_metric_wins():
     nan = float("nan")
     results = {

@@ -91,6 +91,53 @@ def test_eval_cli_judgements_json(tiny_run, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope"), "--judgements", str(path)]) == 2  # not a checkpoint: one-line error
 
 
+def _bestbuy_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A click log in the Best Buy format (30 days, six games) and its product XML."""
+    from datetime import datetime, timedelta
+
+    games = {"101": "Halo 3", "102": "Gears of War", "103": "Skyrim", "104": "FIFA 12", "105": "Forza 4", "106": "Rage"}
+    xml = "".join(f"<product><sku>{k}</sku><name>{v}</name><regularPrice>20</regularPrice></product>"
+                  for k, v in games.items())  # fmt: skip
+    products = tmp_path / "products.xml"
+    products.write_text(f"<products>{xml}</products>")
+    clicks = tmp_path / "clicks.csv"
+    t0 = datetime(2011, 9, 1)
+    with open(clicks, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user", "sku", "category", "query", "click_time", "query_time"])
+        for n in range(240):
+            q, sku = [("halo", "101"), ("gears", "102"), ("skyrim", "103"), ("fifa", "104")][n % 4]
+            if n % 5 == 0:
+                sku = "105"  # some clicks go elsewhere, so the ranking is not a lookup table
+            t = (t0 + timedelta(hours=3 * n)).strftime("%Y-%m-%d %H:%M:%S.000")
+            w.writerow([f"u{n % 37}", sku, "abcat0700000", q, t, t])
+        w.writerow(["u1", "999", "abcat0700000", "halo", t, t])  # not in the catalogue: counted, not ranked
+    return clicks, products
+
+
+def test_eval_cli_clicks_json(tiny_run, tmp_path, capsys):
+    """--clicks: a time split of the log; the learned blend on the newest clicks, every system beside it."""
+    from shoprank.cli import main
+
+    _, _, res, *_ = tiny_run
+    clicks, products = _bestbuy_files(tmp_path)
+    assert main(["eval", str(res.checkpoint), "--clicks", str(clicks), "--catalogue", str(products), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["clicks"] == 240 and out["clicks_unknown_item"] == 1
+    assert out["test_clicks"] + out["history_clicks"] == 240 and 0 < out["test_clicks"] < 60
+    assert out["system"] == "learned_blend"
+    assert out["map@5"] == out["learned_blend/map@5"]
+    for system in ("model", "lookup", "lookup+model", "popularity", "bm25", "ceiling", "model_all_clicks"):
+        assert 0.0 <= out[f"{system}/map@5"] <= 1.0, system
+    assert out["map@5"] <= out["ceiling/map@5"] + 1e-9
+    # the history knows each query's game, which the tiny model alone cannot
+    assert out["lookup/map@5"] > out["model/map@5"]
+    assert main(["eval", str(res.checkpoint), "--clicks", str(clicks)]) == 2  # --catalogue missing
+    assert (
+        main(["eval", str(res.checkpoint), "--clicks", str(tmp_path / "nope.csv"), "--catalogue", str(products)]) == 2
+    )
+
+
 def test_all_schedule_steps_on_every_task_at_once(ray_local, tmp_path):
     """schedule: all — each optimizer step sums one batch of every task (DDP, 2 workers)."""
     cfg = load_config(REPO / "configs" / "tiny.yaml", base=REPO)

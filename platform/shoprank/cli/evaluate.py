@@ -66,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(runner.clean(result), sort_keys=True))
     else:
         for k, v in result.items():
-            print(f"{k:<22} {v:.4f}" if isinstance(v, float) else f"{k:<22} {v}")
+            print(f"{k:<34} {v:.4f}" if isinstance(v, float) else f"{k:<34} {v}")
     return 0
