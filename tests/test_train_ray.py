@@ -129,7 +129,6 @@ def test_eval_cli_clicks_json(tiny_run, tmp_path, capsys):
     assert out["map@5"] == out["learned_blend/map@5"]
     for system in ("model", "lookup", "lookup+model", "popularity", "bm25", "ceiling", "model_all_clicks"):
         assert 0.0 <= out[f"{system}/map@5"] <= 1.0, system
-    assert out["map@5"] <= out["ceiling/map@5"] + 1e-9
     # the history knows each query's game, which the tiny model alone cannot
     assert out["lookup/map@5"] > out["model/map@5"]
     assert main(["eval", str(res.checkpoint), "--clicks", str(clicks)]) == 2  # --catalogue missing

@@ -82,6 +82,10 @@ def _trigrams(text: str) -> frozenset[str]:
     return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
 
 
+def _days(timestamps: Sequence[object]) -> np.ndarray:
+    return np.asarray(timestamps, dtype="datetime64[us]").astype(np.int64) / 86400e6
+
+
 class QueryLookup:
     """Query-count lookup: the items most clicked for the query in the training log.
 
@@ -109,24 +113,39 @@ class QueryLookup:
         self.table: dict[str, Counter[str]] = defaultdict(Counter)
         self.words: dict[str, Counter[str]] = defaultdict(Counter)
         self.popularity: Counter[str] = Counter()
+        self.half_life_days = half_life_days if timestamps is not None else None
+        self._t_ref = 0.0  # decay reference (days): shares do not depend on it, only on ages
         weights = np.ones(len(queries))
-        if half_life_days and timestamps is not None:
-            ts = np.asarray(timestamps, dtype="datetime64[us]").astype(np.int64) / 86400e6
-            weights = 0.5 ** ((ts.max() - ts) / half_life_days)
-        for q, i, w in zip(queries, items, weights, strict=True):
-            self.table[compact_query(q)][i] += w
-            self.popularity[i] += w
-            if word_weight:
-                for t in set(tokenize(q)):
-                    self.words[t][i] += w
-        self._keys = list(self.table)
+        if self.half_life_days:
+            ts = _days(timestamps)
+            self._t_ref = float(ts.max()) if len(ts) else 0.0
+            weights = 0.5 ** ((self._t_ref - ts) / self.half_life_days)
+        self._keys: list[str] = []
         self._grams: list[frozenset[str]] = []
         self._postings: dict[str, list[int]] = defaultdict(list)
-        if neighbour_weight:
-            for n, key in enumerate(self._keys):
+        for q, i, w in zip(queries, items, weights, strict=True):
+            self._count(q, i, float(w))
+
+    def _count(self, query: str, item: str, w: float) -> None:
+        key = compact_query(query)
+        if key not in self.table:
+            self._keys.append(key)
+            if self.neighbour_weight:
                 self._grams.append(_trigrams(key))
                 for g in self._grams[-1]:
-                    self._postings[g].append(n)
+                    self._postings[g].append(len(self._keys) - 1)
+        self.table[key][item] += w
+        self.popularity[item] += w
+        if self.word_weight:
+            for t in set(tokenize(query)):
+                self.words[t][item] += w
+
+    def add(self, query: str, item: str, timestamp: object = None) -> None:
+        """Count one more click (a newer one, for a decayed lookup), as a live service would."""
+        w = 1.0
+        if self.half_life_days and timestamp is not None:
+            w = float(0.5 ** ((self._t_ref - _days([timestamp])[0]) / self.half_life_days))
+        self._count(query, item, w)
 
     def nearest(self, query: str) -> list[tuple[float, str]]:
         """(trigram Jaccard, known query) of the closest known queries, best first."""

@@ -1,16 +1,18 @@
 """A learned blend for ranking a catalogue from a click log: counting features + the model.
 
 Each (query, candidate item) gets a few features — the item's share of the query's clicks
-under three time decays, the trigram-neighbour and single-word back-offs for queries never
+under four time decays, the trigram-neighbour and single-word back-offs for queries never
 seen whole, the item's recent popularity overall, the model's rank, BM25, and whether this
-user already clicked the item for this query — and a linear score over them. The weights are
-fitted with a listwise softmax (the clicked item against every other candidate) on a *later*
-period of the training log, counted from the earlier one, so they learn how much to trust
-each signal going forward; then the counts are rebuilt from the whole training log for the
-test period. Candidates: the union of the lookup's, the model's and the popular top items.
+user already clicked the item (for this query, for any) — and a linear score over them. The
+weights are fitted with a listwise softmax (the clicked item against every other candidate)
+on a *later* period of the training log, counted from the earlier one, so they learn how much
+to trust each signal going forward; then the counts are rebuilt from the whole training log
+for the test period. Candidates: the union of the lookup's, the model's and the popular top
+items.
 
-The user feature uses only that user's clicks *before* the one being ranked (training log
-and earlier test clicks): the session context a search service has when the user searches.
+Every click is ranked from the clicks strictly before it. The user features always take in the
+user's earlier clicks (the session a search service knows); with ``online`` the counts do too,
+as a live service's counters would, otherwise they stay as the history left them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ FEATURES = (
     "model_rank_if_known",  # the model's rank, on queries the log knows
     "bm25",  # over the query's best item
     "user_clicked",  # this user already clicked the item for this query
+    "share_12h",  # what the query's searchers click in the last hours
+    "popular_12h",
+    "user_clicked_any",  # this user already clicked the item, for any query
 )
 EPS = 1e-3
 CANDIDATES = 100
@@ -54,6 +59,7 @@ class ClickCounts:
     share_all: QueryLookup
     neighbours: QueryLookup
     words: QueryLookup
+    share12: QueryLookup
     user_items: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
 
     @classmethod
@@ -65,15 +71,23 @@ class ClickCounts:
             QueryLookup(q, i),
             QueryLookup(q, i, t, half_life_days=7.0, neighbour_weight=1.0),
             QueryLookup(q, i, t, half_life_days=7.0, word_weight=1.0),
+            QueryLookup(q, i, t, half_life_days=0.5),
         )
         for u, qq, ii in zip(_users(log), q, i, strict=True):
             counts.saw(u, qq, ii)
         return counts
 
+    def add(self, user: str | None, query: str, item: str, timestamp: object) -> None:
+        """Count one more click in every lookup (the live counters of a search service)."""
+        for lookup in (self.share7, self.share2, self.share_all, self.neighbours, self.words, self.share12):
+            lookup.add(query, item, timestamp)
+        self.saw(user, query, item)
+
     def saw(self, user: str | None, query: str, item: str) -> None:
         """Record that ``user`` clicked ``item`` for ``query`` (the user feature of later clicks)."""
         if user is not None:
             self.user_items[(user, compact_query(query))].add(item)
+            self.user_items[(user, "")].add(item)
 
 
 def _users(log: pl.DataFrame) -> list[str | None]:
@@ -84,7 +98,7 @@ def _log_share(counter: Counter[str], total: float, item: str) -> float:
     return float(np.log(counter.get(item, 0.0) / max(total, 1e-12) + 1e-6))
 
 
-USER = FEATURES.index("user_clicked")
+USER, USER_ANY = FEATURES.index("user_clicked"), FEATURES.index("user_clicked_any")
 
 
 def features(
@@ -98,8 +112,9 @@ def features(
     s7, s2, sa = c.share7.scores(query), c.share2.scores(query), c.share_all.scores(query)
     near = c.neighbours.scores(query) if not known else Counter()
     words = c.words.scores(query)
-    p7, p2 = c.share7.popularity, c.share2.popularity
-    n7, n2 = sum(p7.values()), sum(p2.values())
+    p7, p2, p12 = c.share7.popularity, c.share2.popularity, c.share12.popularity
+    n7, n2, n12 = sum(p7.values()), sum(p2.values()), sum(p12.values())
+    s12 = c.share12.scores(query)
     rank = {x: r for r, x in enumerate(ranked)}
     bm = bm25.scores(query)
     top = max(float(bm.max()), 1e-9) if len(bm) else 1.0
@@ -132,6 +147,9 @@ def features(
             mr if known else 0.0,
             bm[item_index[it]] / top if it in item_index else 0.0,
             0.0,
+            np.log(s12.get(it, 0.0) + EPS),
+            _log_share(p12, n12, it),
+            0.0,
         )
     return cands, rows
 
@@ -139,33 +157,56 @@ def features(
 class ClickBlend:
     """Linear weights over FEATURES, fitted listwise on a later stretch of the training log."""
 
-    def __init__(self, items: pl.DataFrame, rank: RankFn, l2: float = 1e-3, use_user: bool = True) -> None:
+    def __init__(
+        self, items: pl.DataFrame, rank: RankFn, l2: float = 1e-3, use_user: bool = True, online: bool = False
+    ) -> None:
         self.ids = items["item_id"].to_list()
         self.index = {i: n for n, i in enumerate(self.ids)}
         self.bm25 = BM25(items["item"].to_list())
-        self.rank_fn, self.l2, self.use_user = rank, l2, use_user
+        self.rank_fn, self.l2, self.use_user, self.online = rank, l2, use_user, online
         self.weights = np.zeros(len(FEATURES), dtype=np.float32)
         self.mean = np.zeros(len(FEATURES), dtype=np.float32)
         self.scale = np.ones(len(FEATURES), dtype=np.float32)
         self.fitted_on = 0
 
     def _walk(self, counts: ClickCounts, clicks: pl.DataFrame) -> list[tuple[list[str], np.ndarray, str]]:
-        """(candidates, features, clicked item) for every click of ``clicks`` (in time order);
-        each click then joins its user's history, as it would have when the next one came."""
+        """(candidates, features, clicked item) for every click of ``clicks`` (in time order).
+
+        Each click is ranked from the clicks strictly before it: once the clock moves past a
+        click it joins its user's history, and with ``online`` every count too, as a search
+        service's live counters would have it when the next search came.
+        """
         ranked = self.rank_fn(list(dict.fromkeys(clicks["query"].to_list())))
-        per_query: dict[str, tuple[list[str], np.ndarray]] = {}  # the counts stay fixed during the walk
+        per_query: dict[str, tuple[list[str], np.ndarray]] = {}  # while the counts stay fixed
         out = []
-        for u, q, i in zip(_users(clicks), clicks["query"].to_list(), clicks["item_id"].to_list(), strict=True):
+        ts = clicks["timestamp"].to_list() if "timestamp" in clicks.columns else [None] * clicks.height
+        rows = zip(_users(clicks), clicks["query"].to_list(), clicks["item_id"].to_list(), ts, strict=True)
+        pending: list[tuple[str | None, str, str, object]] = []
+        for u, q, i, t in rows:
+            if pending and (t is None or t != pending[-1][3]):  # the clock moved: count what it passed
+                self._count(counts, pending)
+                if self.online:  # every count moved: features are computed afresh
+                    per_query.clear()
+                pending = []
             if q not in per_query:
                 per_query[q] = features(counts, self.bm25, self.index, q, ranked.get(q, []))
             cands, x = per_query[q]
             clicked = counts.user_items.get((u, compact_query(q))) if self.use_user and u is not None else None
-            if clicked:
+            seen = counts.user_items.get((u, "")) if self.use_user and u is not None else None
+            if clicked or seen:
                 x = x.copy()
-                x[:, USER] = [it in clicked for it in cands]
+                x[:, USER] = [it in (clicked or ()) for it in cands]
+                x[:, USER_ANY] = [it in (seen or ()) for it in cands]
             out.append((cands, x, i))
-            counts.saw(u, q, i)
+            pending.append((u, q, i, t))
         return out
+
+    def _count(self, counts: ClickCounts, clicks: list[tuple[str | None, str, str, object]]) -> None:
+        for u, q, i, t in clicks:
+            if self.online:
+                counts.add(u, q, i, t)
+            else:
+                counts.saw(u, q, i)
 
     def fit(self, history: pl.DataFrame, later: pl.DataFrame) -> ClickBlend:
         """Counts from ``history``; weights that rank each click of ``later`` first."""

@@ -256,15 +256,23 @@ def click_ranking(
             q: blend(recent.scores(q), zs_rank[q], MODEL_BLEND_WEIGHT, 100) for q in qs
         }
     # The learned blend (shoprank.eval.clickblend): weights fitted on the training log's newest
-    # period counted from the rest, then counts from the whole training log; with and without
-    # the user's own earlier clicks. A log too small to fit it on leaves these rows out.
+    # period counted from the rest, then counts from the whole training log. Each test click is
+    # ranked from the clicks before it: the counters keep counting through the test period as a
+    # live service's do (learned_blend; without the user's own earlier clicks: _no_user), or
+    # stay as they were when it began (learned_blend_static; the lookups above are all static).
+    # A log too small to fit the blend on leaves these rows out.
     history, later = fit_periods(train.with_columns(norm))
     per_click = {}
-    for name, use_user in (("learned_blend", True), ("learned_blend_no_user", False)):
+    for name, use_user, online in (
+        ("learned_blend", True, True),
+        ("learned_blend_no_user", False, True),
+        ("learned_blend_static", True, False),
+    ):
         try:
-            per_click[name] = ClickBlend(items, model_fn, use_user=use_user).fit(history, later).rank(train, test)
+            fitted = ClickBlend(items, model_fn, use_user=use_user, online=online).fit(history, later)
         except ValueError:
             break
+        per_click[name] = fitted.rank(train, test)
     return click_ranking_metrics(systems, test, per_click)
 
 
