@@ -68,7 +68,7 @@ def variants(
         if task not in cfg.tasks:
             raise ShoprankError(f"--single: task {task!r} is not in the config (tasks: {sorted(cfg.tasks)})")
         one = cfg.model_dump(mode="json")
-        one["tasks"] = {task: one["tasks"][task]}
+        one["tasks"] = {task: {**one["tasks"][task], "encoder_grad": 1.0}}  # alone, a task owns the encoder
         one["model"]["architecture"] = "shared_bottom"
         one["model"]["tasks"] = [task]
         used = set(one["tasks"][task]["sources"])

@@ -33,6 +33,10 @@ def test_variants_share_the_budget_and_single_task_keeps_only_its_sources():
     assert list(only) == ["multi_task_shared_bottom", "single_task_click"]
     assert only["multi_task_shared_bottom"].schedule == "all"
     assert only["multi_task_shared_bottom"].steps_per_epoch == cfg.steps_per_epoch
+    heads = load_config(REPO / "configs" / "ablation_encoder_grad.yaml", base=REPO)
+    vs = ablation.variants(heads, ["season"], multi=["multi_task_shared_bottom"])
+    assert vs["multi_task_shared_bottom"].tasks["season"].encoder_grad == 0.0
+    assert vs["single_task_season"].tasks["season"].encoder_grad == 1.0  # alone, a task trains the encoder
 
 
 def test_per_task_steps_gives_each_task_its_single_task_steps():

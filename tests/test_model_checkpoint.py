@@ -158,3 +158,31 @@ def test_sampler_deterministic_and_proportional():
     it = batch_indices(10, 4, seed=0, epoch=1, rank=0, salt=0)
     seen = np.concatenate([next(it), next(it)])
     assert len(set(seen.tolist())) == 8
+
+
+def test_encoder_grad_scales_what_a_task_sends_into_the_encoder():
+    """encoder_grad 0: the task trains its head only; 0.5: half its encoder gradient; 1: all."""
+    cfg = parse_config(
+        {
+            "model": {"encoder": "tiny", "hidden": 16, "max_length": 16},
+            "sources": {"s": {"format": "synthetic"}},
+            "tasks": {"season": {"sources": ["s"], "encoder_grad": 0.5}, "intent": {"sources": ["s"]}},
+        }
+    )
+    assert cfg.encoder_grads() == {"season": 0.5}
+    with pytest.raises(Exception, match="encoder_grad"):
+        parse_config({**cfg.model_dump(mode="json"), "tasks": {"season": {"sources": ["s"], "encoder_grad": 2}}})
+    tok = _model().encoder.tokenize(["red shoe", "wool coat"])
+    batch = {"i_ids": tok["input_ids"], "i_mask": tok["attention_mask"], "label": torch.tensor([0.0, 1.0])}
+    grads = {}
+    for g in (1.0, 0.5, 0.0):
+        torch.manual_seed(0)
+        model = _model()
+        MultiTaskObjective(model, {"season": 1.0}, encoder_grads={"season": g})("season", batch)[0].backward()
+        enc = [p.grad for p in model.encoder.parameters() if p.requires_grad]
+        head = [p.grad for n, p in model.named_parameters() if "season" in n and p.grad is not None]
+        assert head and all(h.abs().sum() > 0 for h in head)
+        grads[g] = torch.cat([e.flatten() for e in enc]) if all(e is not None for e in enc) else None
+    assert grads[1.0].abs().sum() > 0
+    assert torch.allclose(grads[0.5], 0.5 * grads[1.0], atol=1e-6)
+    assert grads[0.0] is None  # the encoder ran without autograd for this task

@@ -59,6 +59,9 @@ class TaskConfig(_Strict):
     max_classes: int = Field(200, ge=2)  # classification tasks: keep the most frequent classes
     min_class_count: int = Field(3, ge=1)
     negatives: int = Field(3, ge=0, le=50)  # click: sampled negatives per click
+    # How much of this task's gradient reaches the shared encoder (1: all; 0: the task trains
+    # only its head, on the embeddings the other tasks shape).
+    encoder_grad: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class EarlyStopping(_Strict):
@@ -144,6 +147,10 @@ class TrainConfig(_Strict):
 
     def weights(self) -> dict[str, float]:
         return {t: c.weight for t, c in self.tasks.items()}
+
+    def encoder_grads(self) -> dict[str, float]:
+        """Tasks whose gradient into the encoder is scaled (``encoder_grad`` < 1)."""
+        return {t: c.encoder_grad for t, c in self.tasks.items() if c.encoder_grad < 1.0}
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:

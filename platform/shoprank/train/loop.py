@@ -270,7 +270,7 @@ def run_training(
     device = torch.device(ctx.device)
     torch.manual_seed(cfg.seed)
     model = MultiTaskModel(cfg.model, label_maps)
-    objective = MultiTaskObjective(model, cfg.weights(), cfg.weighting).to(device)
+    objective = MultiTaskObjective(model, cfg.weights(), cfg.weighting, cfg.encoder_grads()).to(device)
     optimizer = build_optimizer(objective, cfg)
     progress: dict[str, Any] = {
         "epoch": 0,

@@ -61,31 +61,42 @@ class MultiTaskObjective(nn.Module):
         model: MultiTaskModel,
         weights: dict[str, float],
         weighting: Literal["fixed", "uncertainty"] = "fixed",
+        encoder_grads: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.weights = dict(weights)
+        self.encoder_grads = dict(encoder_grads or {})
         self.weighting = weighting
         self.uncertainty = UncertaintyWeighting(sorted(weights)) if weighting == "uncertainty" else None
+
+    def _encode(self, task: str, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The shared encoder, with ``encoder_grad`` of this task's gradient flowing back into it."""
+        g = self.encoder_grads.get(task, 1.0)
+        if g <= 0.0:
+            with torch.no_grad():
+                return self.model.encoder(ids, mask)
+        x = self.model.encoder(ids, mask)
+        return x if g >= 1.0 else g * x + (1.0 - g) * x.detach()
 
     def task_loss(self, task: str, batch: dict) -> torch.Tensor:
         m = self.model
         label = batch["label"]
         if task == "intent":
-            q = m.encoder(batch["q_ids"], batch["q_mask"])
+            q = self._encode(task, batch["q_ids"], batch["q_mask"])
             return F.cross_entropy(m.class_logits(task, q), label.long())
         if task in ("category", "season"):
-            i = m.encoder(batch["i_ids"], batch["i_mask"])
+            i = self._encode(task, batch["i_ids"], batch["i_mask"])
             return F.cross_entropy(m.class_logits(task, i), label.long())
         if task == "retrieval":
-            q = m.encoder(batch["q_ids"], batch["q_mask"])
-            i = m.encoder(batch["i_ids"], batch["i_mask"])
+            q = self._encode(task, batch["q_ids"], batch["q_mask"])
+            i = self._encode(task, batch["i_ids"], batch["i_mask"])
             return retrieval_loss(q, i, m.logit_scale, batch["item_keys"])
-        i = m.encoder(batch["i_ids"], batch["i_mask"])
+        i = self._encode(task, batch["i_ids"], batch["i_mask"])
         if task == "demand":
             q = torch.zeros_like(i)
         else:
-            q = m.encoder(batch["q_ids"], batch["q_mask"])
+            q = self._encode(task, batch["q_ids"], batch["q_mask"])
         out = m.pair_outputs(q, i, batch["num"], batch["month"])[task]
         if "lexical" in batch:
             out = out + m.lexical_term(task, batch["lexical"])
