@@ -105,7 +105,7 @@ def features(
     c: ClickCounts, bm25: BM25, item_index: dict[str, int], query: str, ranked: Sequence[str]
 ) -> tuple[list[str], np.ndarray]:
     """Candidates for ``query`` and their feature rows (one column per name in FEATURES; the
-    user column is 0 here: it depends on who searched, see ``ClickBlend._walk``)."""
+    two user columns are 0 here: they depend on who searched, see ``ClickBlend._walk``)."""
     key = compact_query(query)
     known = key in c.share7.table
     clicks = float(sum(c.share_all.table[key].values())) if known else 0.0
