@@ -60,7 +60,8 @@ class ClickCounts:
     neighbours: QueryLookup
     words: QueryLookup
     share12: QueryLookup
-    user_items: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    user_items: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))  # per query
+    user_any: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # for any query
 
     @classmethod
     def of(cls, log: pl.DataFrame) -> ClickCounts:
@@ -84,10 +85,10 @@ class ClickCounts:
         self.saw(user, query, item)
 
     def saw(self, user: str | None, query: str, item: str) -> None:
-        """Record that ``user`` clicked ``item`` for ``query`` (the user feature of later clicks)."""
+        """Record that ``user`` clicked ``item`` for ``query`` (the user features of later clicks)."""
         if user is not None:
             self.user_items[(user, compact_query(query))].add(item)
-            self.user_items[(user, "")].add(item)
+            self.user_any[user].add(item)
 
 
 def _users(log: pl.DataFrame) -> list[str | None]:
@@ -184,7 +185,7 @@ class ClickBlend:
         pending: list[tuple[str | None, str, str, object]] = []
         for u, q, i, t in rows:
             if pending and (t is None or t != pending[-1][3]):  # the clock moved: count what it passed
-                self._count(counts, pending)
+                self._pass(counts, pending)
                 if self.online:  # every count moved: features are computed afresh
                     per_query.clear()
                 pending = []
@@ -192,7 +193,7 @@ class ClickBlend:
                 per_query[q] = features(counts, self.bm25, self.index, q, ranked.get(q, []))
             cands, x = per_query[q]
             clicked = counts.user_items.get((u, compact_query(q))) if self.use_user and u is not None else None
-            seen = counts.user_items.get((u, "")) if self.use_user and u is not None else None
+            seen = counts.user_any.get(u) if self.use_user and u is not None else None
             if clicked or seen:
                 x = x.copy()
                 x[:, USER] = [it in (clicked or ()) for it in cands]
@@ -201,7 +202,8 @@ class ClickBlend:
             pending.append((u, q, i, t))
         return out
 
-    def _count(self, counts: ClickCounts, clicks: list[tuple[str | None, str, str, object]]) -> None:
+    def _pass(self, counts: ClickCounts, clicks: list[tuple[str | None, str, str, object]]) -> None:
+        """The clock passed ``clicks``: into the user histories, and with ``online`` every count."""
         for u, q, i, t in clicks:
             if self.online:
                 counts.add(u, q, i, t)

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -31,6 +31,9 @@ from shoprank.model.features import month_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.text import item_text, title_of
+
+if TYPE_CHECKING:
+    from shoprank.train.config import SplitConfig
 
 MAX_EVAL_ROWS = 4000
 # Best Buy lookup: clicks decay with a 7-day half-life; single words and the nearest known
@@ -129,6 +132,19 @@ def click_ranking_metrics(
     }
 
 
+def click_log_split(
+    events: pl.DataFrame, items: pl.DataFrame, split: SplitConfig
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """A click log cut by time (``split``), kept to the catalogue's items: (known clicks,
+    history = train + val, test). The split is taken over every click, known or not."""
+    from shoprank.train.tasks import time_split
+
+    ev = events.filter(pl.col("event_type") == "click").with_columns(pl.col("item_id").cast(pl.Utf8))
+    ev = ev.with_columns(time_split(ev["timestamp"], split))
+    known = ev.filter(pl.col("item_id").is_in(items["item_id"].implode()))
+    return known, known.filter(pl.col("split") != "test"), known.filter(pl.col("split") == "test")
+
+
 def fit_periods(train: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The training log cut in two by time for fitting the click blend: the validation split
     when it has one, else the newest tenth of the clicks."""
@@ -154,7 +170,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Every trained task on its held-out test split, per source, with baselines."""
     from shoprank.train.config import TrainConfig
-    from shoprank.train.tasks import build_task_data, time_split
+    from shoprank.train.tasks import build_task_data
 
     t0 = time.perf_counter()
     model, manifest = load_checkpoint(checkpoint, device)
@@ -183,12 +199,8 @@ def evaluate_checkpoint(
                 ev, cat = frames.get("events"), frames.get("catalogue")
                 if ev is None or cat is None or (ev["event_type"] == "impression").any():
                     continue  # MAP@5 is defined here for click-only logs (the Best Buy format)
-                ev = ev.filter(pl.col("event_type") == "click").with_columns(pl.col("item_id").cast(pl.Utf8))
-                ev = ev.with_columns(time_split(ev["timestamp"], cfg.split))
                 items = catalogue_items(cat)
-                ev = ev.filter(pl.col("item_id").is_in(items["item_id"].implode()))
-                test = ev.filter(pl.col("split") == "test")
-                train = ev.filter(pl.col("split") != "test")
+                _, train, test = click_log_split(ev, items, cfg.split)
                 say(f"eval click ranking/{source}: {test.height} test clicks, time split")
                 res = click_ranking(model, zs, train, test, items)
                 for metric in ("map@5", "recall@100"):
@@ -414,7 +426,6 @@ def evaluate_clicks(
     """
     from shoprank.data import loaders
     from shoprank.train.config import SplitConfig
-    from shoprank.train.tasks import time_split
 
     cat_fmt = "bestbuy-products" if str(catalogue).endswith((".xml", ".zip")) else "canonical"
     cat = loaders.load(catalogue, cat_fmt).frames.get("catalogue")
@@ -425,21 +436,18 @@ def evaluate_clicks(
     model, manifest = load_checkpoint(checkpoint, device)
     model.embedding_cache = {}
     split = SplitConfig.model_validate(manifest.get("train_config", {}).get("split", {}))
-    ev = ev.filter(pl.col("event_type") == "click").with_columns(pl.col("item_id").cast(pl.Utf8))
-    ev = ev.with_columns(time_split(ev["timestamp"], split))
-    known = ev.filter(pl.col("item_id").is_in(items["item_id"].implode()))
+    known, history, test = click_log_split(ev, items, split)
     queries = [normalize_query(q) for q in known["query"].to_list()]
     ranked = rank_catalogue(model, list(dict.fromkeys(queries)), items)
     rel = [[i] for i in known["item_id"].to_list()]
     lists = [ranked[q] for q in queries]
     out: dict[str, Any] = {
         "clicks": float(known.height),
-        "clicks_unknown_item": float(ev.height - known.height),
+        "clicks_unknown_item": float((ev["event_type"] == "click").sum() - known.height),
         "queries": float(len(set(queries))),
         "model_all_clicks/map@5": M.map_at_k(rel, lists, 5),
         "model_all_clicks/recall@100": M.mean_recall_at_k(rel, lists, 100),
     }
-    test, history = known.filter(pl.col("split") == "test"), known.filter(pl.col("split") != "test")
     out.update({"test_clicks": float(test.height), "history_clicks": float(history.height)})
     if test.is_empty() or history.is_empty():
         raise DataError(f"{clicks}: {known.height} clicks on catalogue items are too few to split by time")
