@@ -45,6 +45,17 @@ def test_killed_run_resumes_without_lost_or_repeated_epochs(tiny_run):
     assert (out / "loss_per_task.png").stat().st_size > 0 and (out / "val_metrics.png").is_file()
 
 
+def test_resume_takes_the_newest_epoch_whichever_source_has_it(tiny_run):
+    """Ray's registered checkpoint can lag the disk by one epoch when a fault follows a report."""
+    from shoprank.train.loop import newest_checkpoint
+
+    _, out, *_ = tiny_run
+    ep1, ep2, _ = epoch_checkpoints(out)
+    assert newest_checkpoint([ep1, ep2]) == ep2 and newest_checkpoint([ep2, ep1]) == ep2
+    assert newest_checkpoint([ep1, None]) == ep1 and newest_checkpoint([None]) is None
+    assert newest_checkpoint([out / "missing", ep1]) == ep1
+
+
 def test_checkpoint_loads_with_label_maps_and_trained_tasks(tiny_run):
     cfg, out, res, *_ = tiny_run
     model, manifest = load_checkpoint(res.checkpoint)

@@ -172,6 +172,19 @@ def read_train_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, t
     return progress, tensors
 
 
+def checkpoint_epoch(directory: str | Path) -> int:
+    """The epoch a training checkpoint was saved after (-1 if it has no readable progress)."""
+    try:
+        return int(json.loads((Path(directory) / PROGRESS).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def newest_checkpoint(candidates: list[str | Path | None]) -> str | Path | None:
+    """The candidate saved after the latest epoch (the first on ties); None if there is none."""
+    return max((c for c in candidates if c), key=checkpoint_epoch, default=None)
+
+
 def restore_optimizer(
     optimizer: torch.optim.Optimizer, progress: dict[str, Any], tensors: dict[str, torch.Tensor]
 ) -> None:
@@ -450,13 +463,13 @@ def ray_train_loop(config: dict[str, Any]) -> None:
             vdf = val_all.filter(pl.col("task") == t)
             if vdf.height:
                 val[t] = vdf
-    resume = None
+    # Two places to resume from: Ray's latest registered checkpoint (a retry inside this run)
+    # and the newest complete epoch on disk (a re-run of the command). A fault right after a
+    # report can land before Ray registers that report, so take whichever epoch is newer.
     ckpt = ray.train.get_checkpoint()
     resume_ctx = ckpt.as_directory() if ckpt is not None else None
-    if resume_ctx is not None:
-        resume = resume_ctx.__enter__()
-    elif config.get("resume_from"):
-        resume = config["resume_from"]
+    candidates = [resume_ctx.__enter__()] if resume_ctx is not None else []
+    resume = newest_checkpoint([*candidates, config.get("resume_from")])
 
     def wrap(m: nn.Module) -> nn.Module:
         if world > 1:
