@@ -160,6 +160,15 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
     run_load(in_process, warm, 1)
     run_load(served_call, warm, 4)
     res: dict = {"items": n, "index_kind": pipe.retriever.index.kind, "item_vectors": note}
+    from ray import serve
+
+    app = server.DEFAULT_APPLICATION
+    res["devices"] = {
+        "in_process": str(pipe.encoder.model.device),
+        "served_intent": serve.get_deployment_handle("QueryIntent", app).batch_stats.remote().result()["device"],
+        "served_ranker": serve.get_deployment_handle("MultiTaskRanker", app).info.remote().result()["device"],
+    }
+    print(f"  models on: {res['devices']}", flush=True)
     inproc, served, batch_sizes = {}, {}, {}
     rounds = max(1, args.rounds)
     chunks = [reqs[i::rounds] for i in range(rounds)]
@@ -187,8 +196,6 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
         served[c]["stages_p50"] = {k: pct(v, 50) for k, v in sorted(stages.items())}
         print(f"  concurrency {c}: done", flush=True)
     client.close()
-    from ray import serve
-
     serve.shutdown()
     pipe = None
     same = float(np.mean([a == b for a, b in zip(inproc_top, served_top, strict=True)]))

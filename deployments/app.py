@@ -45,9 +45,15 @@ class AppArgs(BaseModel):
     token: str | None = None
     token_env: str | None = "SHOPRANK_TOKEN"
     serving: dict[str, Any] = Field(default_factory=dict)  # ServingConfig fields
-    ranker_num_gpus: float = 0.0
+    # GPUs per replica of the two model deployments; None ("auto"): half a GPU each when the
+    # Ray cluster has a GPU (both share one card), else 0. Their models then run on CUDA.
+    ranker_num_gpus: float | None = Field(None, ge=0)
+    intent_num_gpus: float | None = Field(None, ge=0)
     ranker_num_cpus: float = 0.5
     intent_num_cpus: float = 0.5
+    # Custom Ray resources per replica, e.g. {"ranker_gpu": 1} to pin to cluster.yaml's GPU nodes.
+    ranker_resources: dict[str, float] = Field(default_factory=dict)
+    intent_resources: dict[str, float] = Field(default_factory=dict)
     retriever_num_cpus: float = 0.25
     ingress_num_cpus: float = 0.25
     ranker_device: str | None = None
@@ -87,6 +93,15 @@ def _resolve(path: str) -> str:
     return str((Path(REPO_ROOT) / p) if (Path(REPO_ROOT) / p).exists() else p.resolve())
 
 
+def auto_gpus(requested: float | None) -> float:
+    """A model deployment's ``num_gpus``: as requested, or 0.5 when the cluster has a GPU."""
+    if requested is not None:
+        return requested
+    import ray
+
+    return 0.5 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """The deployment graph for ``args`` (validated; unknown keys are rejected)."""
     a = AppArgs.model_validate(args)
@@ -96,13 +111,18 @@ def build_app(args: dict[str, Any]) -> Application:
     check_versions_manifest(a.checkpoint, a.encoder, read_index_manifest(a.index_dir), a.index_dir, a.strict_versions)
     batch = {"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s}
     logs = {"logging_config": {"enable_access_log": a.access_log}}
-    intent = QueryIntent.options(ray_actor_options=_actor_options(num_cpus=a.intent_num_cpus), **logs).bind(
+    intent_opts = _actor_options(
+        num_cpus=a.intent_num_cpus, num_gpus=auto_gpus(a.intent_num_gpus), resources=a.intent_resources
+    )
+    intent = QueryIntent.options(ray_actor_options=intent_opts, **logs).bind(
         a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads, **batch
     )
     retriever = CandidateRetriever.options(
         ray_actor_options=_actor_options(num_cpus=a.retriever_num_cpus), **logs
     ).bind(a.index_dir, cfg.model_dump(), **batch)
-    ranker_opts = _actor_options(num_cpus=a.ranker_num_cpus, num_gpus=a.ranker_num_gpus)
+    ranker_opts = _actor_options(
+        num_cpus=a.ranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus), resources=a.ranker_resources
+    )
     ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts, **logs).bind(
         a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, a.ranker_backend_options,
         torch_threads=a.torch_threads, device=a.ranker_device, **batch,

@@ -1,4 +1,7 @@
-"""QueryIntent: encodes the query once (batched across concurrent requests) and detects intent."""
+"""QueryIntent: encodes the query once (batched across concurrent requests) and detects intent.
+
+The encoder runs on the GPU when the replica has one (``intent_num_gpus`` in the app args).
+"""
 
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ class QueryIntent:
         max_batch_size: int = 16,
         batch_wait_timeout_s: float = 0.0,
         torch_threads: int | None = None,
+        device: str | None = None,
     ) -> None:
         set_torch_threads(torch_threads)
-        model, _manifest, version = load_serving_model(checkpoint, encoder)
+        model, _manifest, version = load_serving_model(checkpoint, encoder, device)
+        self.device = str(model.device)
         categories = read_index_manifest(index_dir).get("categories", [])
         self.encoder = QueryEncoder(model, version, categories)
         self.encoder([" warm up "])
@@ -47,4 +52,4 @@ class QueryIntent:
         return await self.encode_batch(text)
 
     def batch_stats(self) -> dict[str, object]:
-        return self.stats.summary()
+        return {**self.stats.summary(), "device": self.device}

@@ -2,7 +2,7 @@
 
 ``@serve.batch`` gathers concurrent requests; the scoring backend is pluggable
 (``backend="inprocess"`` runs the model here, on the GPU when the replica has one:
-set ``ray_actor_options.num_gpus`` in serve_config.yaml or ``ranker_num_gpus`` in the app args).
+``ranker_num_gpus`` in the app args, by default half a GPU when the cluster has one).
 """
 
 from __future__ import annotations

@@ -151,4 +151,18 @@ def test_serve_config_yaml_is_valid() -> None:
     names = {d.name for d in app.deployments}
     assert names == {"SearchIngress", "QueryIntent", "CandidateRetriever", "MultiTaskRanker"}
     for d in app.deployments:
-        assert d.autoscaling_config and 0 < d.ray_actor_options.num_cpus < 1
+        # resources come from the app's args: ray_actor_options here would replace the app's whole
+        assert d.autoscaling_config and "ray_actor_options" not in d.model_dump(exclude_unset=True)
+    for name in ("ingress", "intent", "retriever", "ranker"):
+        assert 0 < getattr(args, f"{name}_num_cpus") < 1
+    assert args.ranker_num_gpus is None and args.intent_num_gpus is None  # auto: a GPU when the cluster has one
+
+
+def test_model_deployments_take_a_gpu_only_when_the_cluster_has_one(ray_local) -> None:
+    import ray
+
+    from deployments.app import auto_gpus
+
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    assert auto_gpus(None) == (0.5 if has_gpu else 0.0)
+    assert auto_gpus(0.0) == 0.0 and auto_gpus(1.0) == 1.0  # an explicit count always wins
