@@ -77,6 +77,18 @@ def variants(
     return out
 
 
+def with_training_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
+    """The same run with another training seed (initialisation, batches, sampling); the held-out
+    data (splits, click negatives, val and eval samples) stays on the config's data seed."""
+    return cfg.model_copy(
+        update={
+            "seed": seed,
+            "split": cfg.split.model_copy(update={"seed": cfg.data_seed}),
+            "model": cfg.model.model_copy(update={"seed": seed}),
+        }
+    )
+
+
 def better(metric: str, a: float, b: float) -> bool:
     """Is ``a`` better than ``b`` for this metric (``.../rmse`` lower, everything else higher)?"""
     if math.isnan(a) or math.isnan(b):
@@ -159,12 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-task-steps", action="store_true",
                     help="with --schedule round_robin: the multi-task variants take (number of tasks) x the "
                          "steps, one task per step, so each task gets its single-task model's steps")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training seed of every variant (default: the config's); the held-out data stays "
+                         "on the config's seed, so runs with different --seed share one test set")  # fmt: skip
     ap.add_argument("--workers", type=int, default=None, help="Ray Train workers per run")
     ap.add_argument("--max-eval-rows", type=int, default=4000, help="test rows per task and source")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     try:
         cfg = load_config(args.config)
+        if args.seed is not None:
+            cfg = with_training_seed(cfg, args.seed)
         plan = variants(cfg, args.single, args.multi, args.schedule, args.per_task_steps)
         results = {n: run_variant(n, c, out, args.workers, args.max_eval_rows) for n, c in plan.items()}
     except ShoprankError as e:
@@ -174,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = args.schedule or cfg.schedule
     budget = f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps x batch {cfg.batch_size}"
     budget += f", multi-task schedule {schedule}"
+    if args.seed is not None:
+        budget += f", training seed {cfg.seed} (held-out data from seed {cfg.data_seed})"
     if args.per_task_steps:
         budget += f" with {len(cfg.tasks)} x the steps (one task per step; each task its single-task steps)"
     md = (
@@ -185,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
            if "architecture_better_on" in summary else "")
     )  # fmt: skip
     atomic_write_text(out / "ablation.md", md)
-    atomic_write_text(out / "ablation.json", json.dumps({"budget": budget, "results": results, "summary": summary},
+    atomic_write_text(out / "ablation.json", json.dumps({"budget": budget, "seed": cfg.seed, "data_seed": cfg.data_seed,
+                                                        "results": results, "summary": summary},
                                                        indent=2, default=float))  # fmt: skip
     print(md)
     return 0

@@ -27,7 +27,7 @@ import polars as pl
 from shoprank.errors import CheckpointError, ShoprankError
 from shoprank.train.config import TrainConfig, load_config
 from shoprank.train.loop import PROGRESS, env_fault_after_epoch, ray_train_loop, read_train_state
-from shoprank.train.tasks import TaskData, build_task_data
+from shoprank.train.tasks import TaskData, build_task_data, val_frame
 
 RUN_NAME = "train"
 
@@ -84,13 +84,6 @@ def _use_gpu(cfg: TrainConfig) -> bool:
 
         return ray.cluster_resources().get("GPU", 0) > 0
     return bool(cfg.use_gpu)
-
-
-def val_frame(data: TaskData, task: str, cfg: TrainConfig) -> pl.DataFrame:
-    df = data.split(task, "val")
-    if df.height > cfg.split.max_val_examples:
-        df = df.sample(cfg.split.max_val_examples, seed=cfg.seed)
-    return df
 
 
 def train(

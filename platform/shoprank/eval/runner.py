@@ -189,7 +189,7 @@ def evaluate_checkpoint(
             continue
         test_all, train_all = data.split(task, "test"), data.split(task, "train")
         for source in sorted(set(_source_of(test_all).to_list())):
-            test = _cap(test_all.filter(_source_of(test_all) == source), max_rows, cfg.seed)
+            test = _cap(test_all.filter(_source_of(test_all) == source), max_rows, cfg.data_seed)
             train = train_all.filter(_source_of(train_all) == source)
             say(f"eval {task}/{source}: {test.height} test rows")
             rows.extend(_task_rows(model, zs, task, source, test, train))

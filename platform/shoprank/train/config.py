@@ -77,6 +77,9 @@ class SplitConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     max_val_examples: int = Field(2000, ge=10)
+    # Seed of the splits, click negatives and validation/evaluation samples; None: the run's
+    # ``seed``. Fixing it lets runs that differ only in their training seed share one test set.
+    seed: int | None = None
 
 
 class HeadRefit(_Strict):
@@ -147,6 +150,11 @@ class TrainConfig(_Strict):
 
     def weights(self) -> dict[str, float]:
         return {t: c.weight for t, c in self.tasks.items()}
+
+    @property
+    def data_seed(self) -> int:
+        """Seed of everything held out (splits, click negatives, val and eval samples)."""
+        return self.split.seed if self.split.seed is not None else self.seed
 
     def encoder_grads(self) -> dict[str, float]:
         """Tasks whose gradient into the encoder is scaled (``encoder_grad`` < 1)."""

@@ -428,7 +428,7 @@ def build_task_data(cfg: TrainConfig, frames_by_source: dict[str, Frames] | None
     for task, tc in cfg.tasks.items():
         parts = []
         for src in tc.sources:
-            df = BUILDERS[task](frames_by_source[src], tc, cfg.split, cfg.seed)
+            df = BUILDERS[task](frames_by_source[src], tc, cfg.split, cfg.data_seed)
             if df is None or df.is_empty():
                 continue
             if task in CLASS_TASKS:
@@ -458,3 +458,11 @@ def build_task_data(cfg: TrainConfig, frames_by_source: dict[str, Frames] | None
             df = pl.concat([train, df.filter(pl.col("split") != "train")])
         examples[task] = df
     return TaskData(examples, label_maps, fingerprints, frames_by_source)
+
+
+def val_frame(data: TaskData, task: str, cfg: TrainConfig) -> pl.DataFrame:
+    """A task's validation examples, capped at ``split.max_val_examples`` (a fixed sample per data seed)."""
+    df = data.split(task, "val")
+    if df.height > cfg.split.max_val_examples:
+        df = df.sample(cfg.split.max_val_examples, seed=cfg.data_seed)
+    return df

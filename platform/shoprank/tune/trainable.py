@@ -15,7 +15,7 @@ import torch
 
 from shoprank.train.config import TrainConfig
 from shoprank.train.loop import frame_to_arrays, run_training
-from shoprank.train.tasks import TaskData
+from shoprank.train.tasks import TaskData, val_frame
 from shoprank.tune.config import TuneConfig
 from shoprank.tune.objective import composite
 from shoprank.tune.space import weights_from_params
@@ -45,13 +45,7 @@ def _with_weights(base: TrainConfig, weights: dict[str, float]) -> dict[str, Any
 
 def val_frames(data: TaskData, cfg: TrainConfig) -> dict[str, pl.DataFrame]:
     """Validation examples per task, capped at ``split.max_val_examples`` (as in jobs/train.py)."""
-    out = {}
-    for t in cfg.tasks:
-        df = data.split(t, "val").drop("split")
-        if df.height > cfg.split.max_val_examples:
-            df = df.sample(cfg.split.max_val_examples, seed=cfg.seed)
-        out[t] = df
-    return out
+    return {t: val_frame(data, t, cfg).drop("split") for t in cfg.tasks}
 
 
 def run_trial(
