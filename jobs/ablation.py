@@ -34,6 +34,7 @@ from shoprank.train.sampler import SCHEDULES
 
 MULTI = ("multi_task_shared_bottom", "multi_task_mmoe")
 LOWER_IS_BETTER = ("rmse",)
+ONE_CLASS = "not compared (one-class test set)"
 
 
 def variants(
@@ -89,6 +90,33 @@ def with_training_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
     )
 
 
+def one_class_tests(cfg: TrainConfig) -> set[str]:
+    """``task/source`` of the classification test sets that hold a single class.
+
+    A model that always predicts that class scores 1.0 there, so such a set cannot rank two
+    classifiers (Best Buy's intent labels here are one category): reported, not compared.
+    """
+    from shoprank.eval.runner import source_of
+    from shoprank.train.tasks import CLASS_TASKS, build_task_data
+
+    one = cfg.model_dump(mode="json")
+    one["tasks"] = {t: tc for t, tc in one["tasks"].items() if t in CLASS_TASKS}
+    if not one["tasks"]:
+        return set()
+    one["model"]["tasks"] = list(one["tasks"])
+    used = {s for tc in one["tasks"].values() for s in tc["sources"]}
+    one["sources"] = {k: v for k, v in one["sources"].items() if k in used}
+    data = build_task_data(TrainConfig.model_validate(one))
+    found = set()
+    for task in one["tasks"]:
+        test = data.split(task, "test")
+        src = source_of(test)
+        for name in set(src.to_list()):
+            if test.filter(src == name)["label"].n_unique() < 2:
+                found.add(f"{task}/{name}")
+    return found
+
+
 def better(metric: str, a: float, b: float) -> bool:
     """Is ``a`` better than ``b`` for this metric (``.../rmse`` lower, everything else higher)?"""
     if math.isnan(a) or math.isnan(b):
@@ -96,8 +124,13 @@ def better(metric: str, a: float, b: float) -> bool:
     return a < b if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else a > b
 
 
-def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Table rows (metric x variant) and a summary: tasks where each multi-task model beats single-task."""
+def comparison(
+    results: dict[str, dict[str, float]], skip: set[str] = frozenset()
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Table rows (metric x variant) and a summary: tasks where each multi-task model beats single-task.
+
+    Metrics of the ``task/source`` test sets in ``skip`` (``one_class_tests``) are shown, not compared.
+    """
     multis = [m for m in MULTI if m in results]  # the multi-task variants that ran
     rows, wins = [], {m: set() for m in multis}
     losses = {m: set() for m in multis}
@@ -110,6 +143,9 @@ def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any
         single = results.get(f"single_task_{task}", {}).get(metric, float("nan"))
         for m in multis:
             mv = results[m].get(metric, float("nan"))
+            if metric.rsplit("/", 1)[0] in skip:
+                row[f"{m} beats single"] = ONE_CLASS
+                continue
             if math.isnan(single) or math.isnan(mv):
                 row[f"{m} beats single"] = "–"
                 continue
@@ -140,6 +176,110 @@ def comparison(results: dict[str, dict[str, float]]) -> tuple[list[dict[str, Any
     return rows, summary
 
 
+def seed_comparison(
+    runs: list[dict[str, dict[str, float]]], skip: set[str] = frozenset()
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Multi-task vs single-task over runs that differ only in their training seed.
+
+    A metric is *separated* when every multi-task run is better than every single-task run (or
+    every one worse): with 3 seeds a side, the one-sided permutation p-value of that is 1/20.
+    A task is won when at least one of its metrics is separated in the multi-task model's favour
+    and none against it; lost when the reverse; mixed when both; otherwise within noise.
+    Metrics of the ``task/source`` test sets in ``skip`` are shown, not compared.
+    """
+    variants_all = [v for v in runs[0] if all(v in r for r in runs)]
+    multis = [m for m in MULTI if m in variants_all]
+    metrics = sorted({k for r in runs for v in variants_all for k in r[v]})
+    rows: list[dict[str, Any]] = []
+    verdicts: dict[str, dict[str, set[str]]] = {m: {"better": set(), "worse": set()} for m in multis}
+    tasks: set[str] = set()
+    for metric in metrics:
+        task = metric.split("/", 1)[0]
+        single = f"single_task_{task}"
+        row: dict[str, Any] = {"metric": metric}
+        vals = {v: [r[v].get(metric, float("nan")) for r in runs] for v in variants_all}
+        for v, xs in vals.items():
+            xs = [x for x in xs if not math.isnan(x)]
+            row[v] = f"{sum(xs) / len(xs):.4f} ± {_sd(xs):.4f}" if xs else "–"
+        for m in multis:
+            ms, ss = vals.get(m, []), vals.get(single, [])
+            if metric.rsplit("/", 1)[0] in skip:
+                row[f"{m} vs single"] = ONE_CLASS
+                continue
+            if not ms or not ss or any(math.isnan(x) for x in ms + ss):
+                row[f"{m} vs single"] = "–"
+                continue
+            tasks.add(task)
+            if all(better(metric, a, b) for a in ms for b in ss):
+                row[f"{m} vs single"] = "better (separated)"
+                verdicts[m]["better"].add(task)
+            elif all(better(metric, b, a) for a in ms for b in ss):
+                row[f"{m} vs single"] = "worse (separated)"
+                verdicts[m]["worse"].add(task)
+            else:
+                row[f"{m} vs single"] = "overlap"
+        rows.append(row)
+    summary: dict[str, Any] = {"runs": len(runs)}
+    for m in multis:
+        b, w = verdicts[m]["better"], verdicts[m]["worse"]
+        summary[m] = {
+            "tasks_won": sorted(b - w),
+            "tasks_lost": sorted(w - b),
+            "tasks_mixed": sorted(b & w),
+            "tasks_within_noise": sorted(tasks - b - w),
+        }
+    return rows, summary
+
+
+def _sd(xs: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    mean = sum(xs) / len(xs)
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def combine(dirs: list[Path], out: Path, cfg: TrainConfig) -> str:
+    """Read each DIR/ablation.json (one training seed each; ``cfg`` the config they ran), write
+    OUT/ablation_seeds.{json,md}."""
+    docs = []
+    for d in dirs:
+        path = d / "ablation.json"
+        if not path.is_file():
+            raise ShoprankError(f"--combine: {path} not found (run the ablation into {d} first)")
+        docs.append(json.loads(path.read_text()))
+    seeds = [doc.get("seed", 0) for doc in docs]  # ablations from before --seed ran on the config's seed 0
+    data_seeds = {doc.get("data_seed", 0) for doc in docs}
+    if len(set(seeds)) != len(seeds) or len(data_seeds) != 1:
+        raise ShoprankError(f"--combine: needs distinct training seeds on one data seed (got seeds {seeds}, "
+                            f"data seeds {sorted(data_seeds)})")  # fmt: skip
+    if cfg.data_seed not in data_seeds:
+        raise ShoprankError(f"--combine: the runs used data seed {sorted(data_seeds)}, the config {cfg.data_seed}")
+    skip = one_class_tests(cfg)
+    rows, summary = seed_comparison([doc["results"] for doc in docs], skip)
+    summary["not_compared_one_class"] = sorted(skip)
+    budget = docs[0]["budget"].split(", training seed")[0]
+    md = (
+        f"# Multi-task vs single-task over {len(docs)} training seeds\n\nBudget: {budget}; training seeds "
+        f"{seeds}, one held-out test set (data seed {data_seeds.pop()}); runs: {', '.join(str(d) for d in dirs)}. "
+        "Cells are mean ± sd over the seeds. *Separated*: every multi-task run better (or worse) than every "
+        "single-task run (one-sided permutation p = 1/20 with 3 seeds a side). Not compared: classification "
+        f"test sets holding one class ({', '.join(sorted(skip)) or 'none'}), where always predicting it scores "
+        "1.0.\n\n"
+        f"{markdown_table(rows)}\n"
+        + "".join(
+            f"- {m}: won {s['tasks_won']}; lost {s['tasks_lost']}; mixed {s['tasks_mixed']}; "
+            f"within noise {s['tasks_within_noise']}\n"
+            for m, s in summary.items()
+            if m in MULTI
+        )
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "ablation_seeds.md", md)
+    result = {"dirs": [str(d) for d in dirs], "seeds": seeds, "summary": summary, "rows": rows}
+    atomic_write_text(out / "ablation_seeds.json", json.dumps(result, indent=2, default=float))
+    return md
+
+
 def run_variant(name: str, cfg: TrainConfig, out: Path, workers: int | None, max_rows: int | None) -> dict[str, float]:
     """Train (or resume) and evaluate one variant; reuse its eval.json when already done."""
     from shoprank.eval.runner import evaluate_checkpoint
@@ -161,7 +301,7 @@ def run_variant(name: str, cfg: TrainConfig, out: Path, workers: int | None, max
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.ablation", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, help="multi-task training YAML; its budget applies to every variant")
+    ap.add_argument("--config", help="multi-task training YAML; its budget applies to every variant")
     ap.add_argument("--out", required=True, help="output directory (one sub-directory per variant)")
     ap.add_argument("--single", nargs="*", default=None, help="tasks to train alone (default: every task)")
     ap.add_argument("--multi", nargs="*", default=None, choices=MULTI, help="multi-task variants (default: both)")
@@ -176,8 +316,22 @@ def main(argv: list[str] | None = None) -> int:
                          "on the config's seed, so runs with different --seed share one test set")  # fmt: skip
     ap.add_argument("--workers", type=int, default=None, help="Ray Train workers per run")
     ap.add_argument("--max-eval-rows", type=int, default=4000, help="test rows per task and source")
+    ap.add_argument("--combine", nargs="+", type=Path, default=None, metavar="DIR",
+                    help="no training: combine finished ablations that differ only in --seed into "
+                         "OUT/ablation_seeds.{md,json} (mean ± sd, separated or not)")  # fmt: skip
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
+    if args.combine:
+        if not args.config:
+            ap.error("--combine needs --config: the config the combined ablations ran")
+        try:
+            print(combine([d.resolve() for d in args.combine], out, load_config(args.config)))
+        except ShoprankError as e:
+            print(f"jobs.ablation: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if not args.config:
+        ap.error("--config is required (unless --combine)")
     try:
         cfg = load_config(args.config)
         if args.seed is not None:
@@ -187,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     except ShoprankError as e:
         print(f"jobs.ablation: error: {e}", file=sys.stderr)
         return 2
-    rows, summary = comparison(results)
+    skip = one_class_tests(cfg)
+    rows, summary = comparison(results, skip)
     schedule = args.schedule or cfg.schedule
     budget = f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps x batch {cfg.batch_size}"
     budget += f", multi-task schedule {schedule}"
@@ -197,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         budget += f" with {len(cfg.tasks)} x the steps (one task per step; each task its single-task steps)"
     md = (
         f"# Multi-task vs single-task, shared bottom vs MMoE\n\nSame budget for every variant: {budget}; "
-        f"config `{args.config}`; held-out test split.\n\n{markdown_table(rows)}\n"
+        f"config `{args.config}`; held-out test split. Not compared: classification test sets holding one "
+        f"class ({', '.join(sorted(skip)) or 'none'}), where always predicting it scores 1.0.\n\n"
+        f"{markdown_table(rows)}\n"
         + "".join(f"- {m}: beats single-task on {len(s['tasks_won'])} task(s) {s['tasks_won']}; "
                   f"not on {s['tasks_lost_or_mixed']}\n" for m, s in summary.items() if m in MULTI)
         + (f"- shared bottom vs MMoE, metrics won: {summary['architecture_better_on']}\n"

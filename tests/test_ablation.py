@@ -96,3 +96,79 @@ def test_tiny_ablation_runs_and_resumes(ray_local, tmp_path, capsys):
     assert ablation.main(argv) == 0  # rerun: every variant already evaluated, nothing retrained
     assert "already evaluated" in capsys.readouterr().out
     assert (out / "single_task_season" / "eval.json").stat().st_mtime_ns == stamp
+
+
+def test_seed_comparison_wins_only_when_every_seed_is_separated():
+    def run(multi: float, single: float, rmse_m: float, rmse_s: float) -> dict:
+        return {
+            "multi_task_shared_bottom": {
+                "season/f/accuracy": multi,
+                "relevance/h/rmse": rmse_m,
+                "intent/b/accuracy": 0.99,
+                "intent/w/accuracy": 0.5,
+            },  # fmt: skip
+            "single_task_season": {"season/f/accuracy": single},
+            "single_task_relevance": {"relevance/h/rmse": rmse_s},
+            "single_task_intent": {"intent/b/accuracy": 1.0, "intent/w/accuracy": 0.1},
+        }
+
+    # season: every multi-task seed above every single-task seed; relevance: one seed overlaps
+    runs = [run(0.82, 0.80, 0.20, 0.25), run(0.83, 0.81, 0.26, 0.24), run(0.815, 0.805, 0.21, 0.23)]
+    rows, summary = ablation.seed_comparison(runs)
+    by = {r["metric"]: r for r in rows}
+    assert by["season/f/accuracy"]["multi_task_shared_bottom vs single"] == "better (separated)"
+    assert by["season/f/accuracy"]["multi_task_shared_bottom"] == "0.8217 ± 0.0076"
+    assert by["relevance/h/rmse"]["multi_task_shared_bottom vs single"] == "overlap"  # 0.26 > 0.23
+    s = summary["multi_task_shared_bottom"]
+    assert s["tasks_won"] == ["season"] and s["tasks_mixed"] == ["intent"]  # b worse, w better
+    assert s["tasks_within_noise"] == ["relevance"] and s["tasks_lost"] == []
+    rows, summary = ablation.seed_comparison(runs, skip={"intent/b"})  # a one-class test set
+    by = {r["metric"]: r for r in rows}
+    assert by["intent/b/accuracy"]["multi_task_shared_bottom vs single"] == ablation.ONE_CLASS
+    assert summary["multi_task_shared_bottom"]["tasks_won"] == ["intent", "season"]
+    _, single_run = ablation.comparison(runs[0], skip={"intent/b"})
+    assert single_run["multi_task_shared_bottom"]["tasks_won"] == ["intent", "relevance", "season"]
+
+
+def test_training_seed_keeps_the_held_out_data_and_one_class_sets_are_found(tmp_path):
+    from shoprank.train.config import TrainConfig
+    from shoprank.train.tasks import build_task_data
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", base=REPO)
+    one = cfg.model_dump(mode="json")
+    for t in list(one["tasks"]):
+        if t != "intent":
+            del one["tasks"][t]
+    one["model"]["tasks"] = ["intent"]
+    wands = tmp_path / "query.csv"  # WANDS format, every query of one class
+    wands.write_text("query_id\tquery\tquery_class\n" + "".join(f"{i}\tsofa number {i}\tSofas\n" for i in range(60)))
+    one["sources"]["onecls"] = {"format": "wands", "path": str(wands)}
+    one["tasks"]["intent"]["sources"] = ["synth", "onecls"]
+    cfg = TrainConfig.model_validate(one)
+    reseeded = ablation.with_training_seed(cfg, 3)
+    assert (reseeded.seed, reseeded.model.seed, reseeded.data_seed) == (3, 3, cfg.seed)
+    test = build_task_data(cfg).split("intent", "test")
+    assert build_task_data(reseeded).split("intent", "test").equals(test)  # same held-out rows
+    other = cfg.model_copy(update={"seed": 3})  # the seed alone moves the splits too
+    assert not build_task_data(other).split("intent", "test").equals(test)
+    assert ablation.one_class_tests(cfg) == {"intent/onecls"}  # synth's intents have several classes
+
+
+def test_combine_reads_seeded_ablations(tmp_path, capsys):
+    cfg = str(REPO / "configs" / "tiny.yaml")
+    dirs = []
+    for seed, acc in ((0, 0.8), (1, 0.82), (2, 0.81)):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        results = {"multi_task_shared_bottom": {"season/synth/accuracy": acc + 0.05},
+                   "single_task_season": {"season/synth/accuracy": acc}}  # fmt: skip
+        (d / "ablation.json").write_text(json.dumps({"budget": "b", "seed": seed, "data_seed": 0, "results": results}))
+        dirs.append(str(d))
+    out = tmp_path / "combined"
+    assert ablation.main(["--config", cfg, "--out", str(out), "--combine", *dirs]) == 0
+    got = json.loads((out / "ablation_seeds.json").read_text())
+    assert got["seeds"] == [0, 1, 2] and got["summary"]["multi_task_shared_bottom"]["tasks_won"] == ["season"]
+    assert "over 3 training seeds" in (out / "ablation_seeds.md").read_text()
+    capsys.readouterr()
+    assert ablation.main(["--config", cfg, "--out", str(out), "--combine", dirs[0], dirs[0]]) == 2
+    assert "distinct training seeds" in capsys.readouterr().err

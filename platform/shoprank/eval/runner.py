@@ -45,7 +45,8 @@ LOOKUP_NEIGHBOUR_WEIGHT = 0.5
 MODEL_BLEND_WEIGHT = 0.05
 
 
-def _source_of(df: pl.DataFrame) -> pl.Series:
+def source_of(df: pl.DataFrame) -> pl.Series:
+    """The source name of each example (the prefix of its ``group``)."""
     return df["group"].str.split_exact(":", 1).struct.field("field_0")
 
 
@@ -188,9 +189,9 @@ def evaluate_checkpoint(
         if not model.is_trained(task):
             continue
         test_all, train_all = data.split(task, "test"), data.split(task, "train")
-        for source in sorted(set(_source_of(test_all).to_list())):
-            test = _cap(test_all.filter(_source_of(test_all) == source), max_rows, cfg.data_seed)
-            train = train_all.filter(_source_of(train_all) == source)
+        for source in sorted(set(source_of(test_all).to_list())):
+            test = _cap(test_all.filter(source_of(test_all) == source), max_rows, cfg.data_seed)
+            train = train_all.filter(source_of(train_all) == source)
             say(f"eval {task}/{source}: {test.height} test rows")
             rows.extend(_task_rows(model, zs, task, source, test, train))
         if task == "click":

@@ -18,8 +18,7 @@ from torch.nn import functional as F
 
 from shoprank.eval.tasks import embed_unique
 from shoprank.model.multitask import MultiTaskModel
-
-CLASS_TASKS = ("intent", "category", "season")
+from shoprank.train.tasks import CLASS_TASKS
 
 
 def _texts(task: str, df: pl.DataFrame) -> list[str]:
