@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def set_torch_threads(n: int | None) -> None:
@@ -33,3 +34,19 @@ class BatchStats:
             "mean_batch": reqs / total if total else 0.0,
             "hist": dict(sorted(self.hist.items())),
         }
+
+
+def replica_model(checkpoint: str | None, encoder: str, device: str | None, torch_threads: int | None) -> tuple:
+    """Pin torch threads and load the serving model (on CUDA when the replica has a GPU):
+    ``(model, model_version)``."""
+    from shoprank.serving.pipeline import load_serving_model
+
+    set_torch_threads(torch_threads)
+    model, _manifest, version = load_serving_model(checkpoint, encoder, device)
+    return model, version
+
+
+def set_batching(method: Any, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+    """Apply the configured batch size and wait to a ``@serve.batch`` method."""
+    method.set_max_batch_size(max_batch_size)
+    method.set_batch_wait_timeout_s(batch_wait_timeout_s)

@@ -10,9 +10,9 @@ import time
 import numpy as np
 from ray import serve
 from shoprank.retrieval.artefact import read_index_manifest
-from shoprank.serving.pipeline import IntentResult, QueryEncoder, load_serving_model
+from shoprank.serving.pipeline import IntentResult, QueryEncoder
 
-from deployments._common import BatchStats, set_torch_threads
+from deployments._common import BatchStats, replica_model, set_batching
 
 
 @serve.deployment(
@@ -29,15 +29,13 @@ class QueryIntent:
         torch_threads: int | None = None,
         device: str | None = None,
     ) -> None:
-        set_torch_threads(torch_threads)
-        model, _manifest, version = load_serving_model(checkpoint, encoder, device)
+        model, version = replica_model(checkpoint, encoder, device, torch_threads)
         self.device = str(model.device)
         categories = read_index_manifest(index_dir).get("categories", [])
         self.encoder = QueryEncoder(model, version, categories)
         self.encoder([" warm up "])
         self.stats = BatchStats()
-        self.encode_batch.set_max_batch_size(max_batch_size)
-        self.encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        set_batching(self.encode_batch, max_batch_size, batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def encode_batch(self, texts: list[str]) -> list[tuple[np.ndarray, IntentResult, int, float]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ray import serve
 from shoprank.retrieval.artefact import load_artefact
-from shoprank.serving.pipeline import RankedList, Ranker, RankJob, load_serving_model
+from shoprank.serving.pipeline import RankedList, Ranker, RankJob
 
-from deployments._common import BatchStats, set_torch_threads
+from deployments._common import BatchStats, replica_model, set_batching
 
 
 @serve.deployment(
@@ -33,14 +33,12 @@ class MultiTaskRanker:
         torch_threads: int | None = None,
         device: str | None = None,
     ) -> None:
-        set_torch_threads(torch_threads)
-        model, _manifest, version = load_serving_model(checkpoint, encoder, device)
+        model, version = replica_model(checkpoint, encoder, device, torch_threads)
         self.device = str(model.device)
         self.ranker = Ranker(model, version, backend, **(backend_options or {}))
         self.ranker.add_artefact(load_artefact(index_dir))
         self.stats = BatchStats()
-        self.rank.set_max_batch_size(max_batch_size)
-        self.rank.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        set_batching(self.rank, max_batch_size, batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def rank(self, jobs: list[RankJob]) -> list[RankedList]:

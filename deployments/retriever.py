@@ -11,7 +11,7 @@ from shoprank.retrieval.index import FilterSpec
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import Retriever
 
-from deployments._common import BatchStats
+from deployments._common import BatchStats, set_batching
 
 
 @serve.deployment(
@@ -28,8 +28,7 @@ class CandidateRetriever:
         self.cfg = ServingConfig.model_validate(config or {})
         self.retriever = Retriever(load_artefact(index_dir), self.cfg)
         self.stats = BatchStats()
-        self.retrieve_batch.set_max_batch_size(max_batch_size)
-        self.retrieve_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        set_batching(self.retrieve_batch, max_batch_size, batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def retrieve_batch(
