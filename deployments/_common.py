@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def set_torch_threads(n: int | None) -> None:
@@ -50,3 +54,18 @@ def set_batching(method: Any, max_batch_size: int, batch_wait_timeout_s: float) 
     """Apply the configured batch size and wait to a ``@serve.batch`` method."""
     method.set_max_batch_size(max_batch_size)
     method.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+
+def items_in(calls: list[list[Any]]) -> int:
+    """``batch_size_fn`` for methods called with a list of items: a batch counts its items."""
+    return sum(len(c) for c in calls)
+
+
+def per_call(calls: list[list[T]], fn: Callable[[list[T]], list[R]]) -> list[list[R]]:
+    """Run ``fn`` once over the items of every call in a batch; hand each call its own results."""
+    out = fn([x for c in calls for x in c])
+    res, start = [], 0
+    for c in calls:
+        res.append(out[start : start + len(c)])
+        start += len(c)
+    return res

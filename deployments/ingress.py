@@ -27,6 +27,8 @@ from shoprank.serving.pipeline import RankJob, SearchResult, to_response
 from shoprank.serving.protos import pb2
 from shoprank.serving.validation import InvalidRequest, Query, validate_rank, validate_search
 
+from deployments._common import BatchStats, set_batching
+
 log = logging.getLogger("ray.serve")
 
 
@@ -50,6 +52,8 @@ class SearchIngress:
         self.intent, self.retriever, self.ranker = intent, retriever, ranker
         self.cfg = ServingConfig.model_validate(config or {})
         self.token = resolve_token(token, token_env)
+        self.stats = BatchStats()
+        set_batching(self._run_batch, self.cfg.max_batch_size, self.cfg.batch_wait_timeout_s)
 
     # -- shoprank.v1.SearchService ----------------------------------------------------------
     async def Search(self, request: pb2.SearchRequest, grpc_context) -> pb2.SearchResponse:  # noqa: N802
@@ -105,30 +109,55 @@ class SearchIngress:
         return to_response(res, pb2)
 
     async def _run(self, q: Query) -> SearchResult:
+        res = await self._run_batch(q)
+        if isinstance(res, InvalidRequest):
+            raise res
+        return res
+
+    # Concurrent requests are coalesced here: one call to each deployment per batch instead of
+    # one per request, so Serve's per-call cost is paid per batch. Two batches may be in flight
+    # at once (one encoding while the other ranks).
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, max_concurrent_batches=2)
+    async def _run_batch(self, qs: list[Query]) -> list[SearchResult | InvalidRequest]:
         t0 = time.perf_counter()
-        emb, intent, _, encode_ms = await self.intent.remote(q.query)
+        self.stats.record(len(qs))
+        encoded = await self.intent.remote([q.query for q in qs])
         t1 = time.perf_counter()
-        positions, index_version, index_dir, search_ms = None, "", "", 0.0
-        if q.item_ids is None:
-            positions, index_version, index_dir, search_ms = await self.retriever.remote(
-                emb, None if q.filters.is_empty() else q.filters, self.cfg.num_candidates
-            )
+        search = [i for i, q in enumerate(qs) if q.item_ids is None]
+        found: dict[int, tuple] = {}
+        if search:
+            jobs = [(encoded[i][0], None if qs[i].filters.is_empty() else qs[i].filters, self.cfg.num_candidates)
+                    for i in search]  # fmt: skip
+            found = dict(zip(search, await self.retriever.remote(jobs), strict=True))
         t2 = time.perf_counter()
-        job = RankJob(
-            q_emb=emb, query=q.query, k=q.k, weights=q.weights, month=q.month, index_dir=index_dir,
-            index_version=index_version, positions=positions, item_ids=q.item_ids,
-        )  # fmt: skip
-        ranked = await self.ranker.remote(job)
+        none = (None, "", "", 0.0)
+        ranked = await self.ranker.remote([
+            RankJob(
+                q_emb=encoded[i][0], query=q.query, k=q.k, weights=q.weights, month=q.month,
+                index_dir=found.get(i, none)[2], index_version=found.get(i, none)[1],
+                positions=found.get(i, none)[0], item_ids=q.item_ids,
+            )
+            for i, q in enumerate(qs)
+        ])  # fmt: skip
         t3 = time.perf_counter()
-        if ranked.error:
-            raise InvalidRequest(ranked.error)
-        return SearchResult(
-            items=ranked.items, intent=intent, model_version=ranked.model_version,
-            index_version=ranked.index_version, batch_size=ranked.batch_size, zero_shot=ranked.zero_shot,
-            weights=q.weights, num_candidates=ranked.num_candidates,
-            timings_ms={"intent": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "rank": (t3 - t2) * 1e3,
-                        "intent_encode": encode_ms, "retrieve_search": search_ms, "rank_forward": ranked.rank_ms},
-        )  # fmt: skip
+        out: list[SearchResult | InvalidRequest] = []
+        for i, (q, r) in enumerate(zip(qs, ranked, strict=True)):
+            if r.error:
+                out.append(InvalidRequest(r.error))
+                continue
+            _, intent, _, encode_ms = encoded[i]
+            out.append(SearchResult(
+                items=r.items, intent=intent, model_version=r.model_version, index_version=r.index_version,
+                batch_size=r.batch_size, zero_shot=r.zero_shot, weights=q.weights, num_candidates=r.num_candidates,
+                timings_ms={"intent": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "rank": (t3 - t2) * 1e3,
+                            "intent_encode": encode_ms, "retrieve_search": found.get(i, none)[3],
+                            "rank_forward": r.rank_ms},
+            ))  # fmt: skip
+        return out
+
+    def batch_stats(self) -> dict[str, object]:
+        """Sizes of the coalesced batches (requests per call to the three deployments)."""
+        return self.stats.summary()
 
     @staticmethod
     def _fail(grpc_context, code: grpc.StatusCode, message: str) -> pb2.SearchResponse:

@@ -12,7 +12,7 @@ from ray import serve
 from shoprank.retrieval.artefact import read_index_manifest
 from shoprank.serving.pipeline import IntentResult, QueryEncoder
 
-from deployments._common import BatchStats, replica_model, set_batching
+from deployments._common import BatchStats, items_in, per_call, replica_model, set_batching
 
 
 @serve.deployment(
@@ -37,17 +37,20 @@ class QueryIntent:
         self.stats = BatchStats()
         set_batching(self.encode_batch, max_batch_size, batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def encode_batch(self, texts: list[str]) -> list[tuple[np.ndarray, IntentResult, int, float]]:
-        t0 = time.perf_counter()
-        emb, intents = self.encoder(texts)
-        ms = (time.perf_counter() - t0) * 1e3
-        self.stats.record(len(texts))
-        return [(emb[i], intents[i], len(texts), ms) for i in range(len(texts))]
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=items_in)
+    async def encode_batch(self, calls: list[list[str]]) -> list[list[tuple[np.ndarray, IntentResult, int, float]]]:
+        def encode(texts: list[str]) -> list[tuple[np.ndarray, IntentResult, int, float]]:
+            t0 = time.perf_counter()
+            emb, intents = self.encoder(texts)
+            ms = (time.perf_counter() - t0) * 1e3
+            self.stats.record(len(texts))
+            return [(emb[i], intents[i], len(texts), ms) for i in range(len(texts))]
 
-    async def __call__(self, text: str) -> tuple[np.ndarray, IntentResult, int, float]:
-        """(query embedding [d], intent, batch size, encode ms)."""
-        return await self.encode_batch(text)
+        return per_call(calls, encode)
+
+    async def __call__(self, texts: list[str]) -> list[tuple[np.ndarray, IntentResult, int, float]]:
+        """Per query: (embedding [d], intent, batch size, encode ms)."""
+        return await self.encode_batch(texts)
 
     def batch_stats(self) -> dict[str, object]:
         return {**self.stats.summary(), "device": self.device}

@@ -11,7 +11,7 @@ from ray import serve
 from shoprank.retrieval.artefact import load_artefact
 from shoprank.serving.pipeline import RankedList, Ranker, RankJob
 
-from deployments._common import BatchStats, replica_model, set_batching
+from deployments._common import BatchStats, items_in, per_call, replica_model, set_batching
 
 
 @serve.deployment(
@@ -40,13 +40,16 @@ class MultiTaskRanker:
         self.stats = BatchStats()
         set_batching(self.rank, max_batch_size, batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def rank(self, jobs: list[RankJob]) -> list[RankedList]:
-        self.stats.record(len(jobs))
-        return self.ranker.rank_batch(jobs)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=items_in)
+    async def rank(self, calls: list[list[RankJob]]) -> list[list[RankedList]]:
+        def rank(jobs: list[RankJob]) -> list[RankedList]:
+            self.stats.record(len(jobs))
+            return self.ranker.rank_batch(jobs)
 
-    async def __call__(self, job: RankJob) -> RankedList:
-        return await self.rank(job)
+        return per_call(calls, rank)
+
+    async def __call__(self, jobs: list[RankJob]) -> list[RankedList]:
+        return await self.rank(jobs)
 
     def info(self) -> dict[str, object]:
         return {

@@ -11,7 +11,10 @@ from shoprank.retrieval.index import FilterSpec
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import Retriever
 
-from deployments._common import BatchStats, set_batching
+from deployments._common import BatchStats, items_in, per_call, set_batching
+
+RetrieveJob = tuple[np.ndarray, FilterSpec | None, int]
+Retrieved = tuple[np.ndarray, str, str, float]
 
 
 @serve.deployment(
@@ -30,24 +33,24 @@ class CandidateRetriever:
         self.stats = BatchStats()
         set_batching(self.retrieve_batch, max_batch_size, batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def retrieve_batch(
-        self, jobs: list[tuple[np.ndarray, FilterSpec | None, int]]
-    ) -> list[tuple[np.ndarray, str, str, float]]:
-        t0 = time.perf_counter()
-        n = max(j[2] for j in jobs)
-        q = np.stack([j[0] for j in jobs]).astype(np.float32)
-        found = self.retriever.retrieve(q, [j[1] for j in jobs], n)
-        ms = (time.perf_counter() - t0) * 1e3
-        self.stats.record(len(jobs))
-        r = self.retriever
-        return [(pos[: j[2]], r.index_version, r.index_dir, ms) for pos, j in zip(found, jobs, strict=True)]
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=items_in)
+    async def retrieve_batch(self, calls: list[list[RetrieveJob]]) -> list[list[Retrieved]]:
+        def retrieve(jobs: list[RetrieveJob]) -> list[Retrieved]:
+            t0 = time.perf_counter()
+            n = max(j[2] for j in jobs)
+            q = np.stack([j[0] for j in jobs]).astype(np.float32)
+            found = self.retriever.retrieve(q, [j[1] for j in jobs], n)
+            ms = (time.perf_counter() - t0) * 1e3
+            self.stats.record(len(jobs))
+            r = self.retriever
+            return [(pos[: j[2]], r.index_version, r.index_dir, ms) for pos, j in zip(found, jobs, strict=True)]
 
-    async def __call__(
-        self, q_emb: np.ndarray, filters: FilterSpec | None, n: int
-    ) -> tuple[np.ndarray, str, str, float]:
-        """(candidate positions best first, index_version, index_dir, retrieve ms)."""
-        return await self.retrieve_batch((q_emb, filters, n))
+        return per_call(calls, retrieve)
+
+    async def __call__(self, jobs: list[RetrieveJob]) -> list[Retrieved]:
+        """Per (query embedding, filters, n): (candidate positions best first, index_version,
+        index_dir, retrieve ms)."""
+        return await self.retrieve_batch(jobs)
 
     def version(self) -> tuple[str, str]:
         return self.retriever.index_version, self.retriever.index_dir

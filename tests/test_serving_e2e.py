@@ -189,6 +189,10 @@ def test_concurrent_calls_are_batched(served) -> None:
         resps = list(ex.map(lambda i: c.search(text_of(cat, i), k=3), range(6)))
     assert [r.items[0].item_id for r in resps] == cat["item_id"][:6].to_list()  # each got its own answer
     assert max(r.batch_size for r in resps) >= 2  # scored together in one ranker forward pass
+    from ray import serve
+
+    coalesced = serve.get_deployment_handle("SearchIngress", APP).batch_stats.remote().result()
+    assert coalesced["requests"] >= 6 and coalesced["max_batch"] >= 2  # one call per deployment for several
 
 
 def test_overload_is_rejected_not_hung(served) -> None:
