@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -69,3 +70,51 @@ def per_call(calls: list[list[T]], fn: Callable[[list[T]], list[R]]) -> list[lis
         res.append(out[start : start + len(c)])
         start += len(c)
     return res
+
+
+class Coalescer:
+    """Gathers concurrent calls of ``fn(items) -> results`` into batches of at most ``max_batch``.
+
+    A batch forms only when one of ``slots`` is free, so calls that arrive while every slot is
+    busy wait together and go out as one batch; a call that finds a free slot goes out at once
+    (no added wait at low load). (Serve's ``@serve.batch`` forms batches as soon as items arrive
+    and queues them behind ``max_concurrent_batches``, so a handler that mostly awaits other
+    deployments sees batches of one.) ``fn`` returns one result per item; an exception it raises
+    goes to every call of its batch.
+    """
+
+    def __init__(self, fn: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 16, slots: int = 2) -> None:
+        self.fn, self.max_batch, self.free = fn, max(1, max_batch), max(1, slots)
+        self.waiting: list[tuple[T, asyncio.Future]] = []
+        self.tasks: set[asyncio.Task] = set()
+
+    async def __call__(self, item: T) -> R:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, fut))
+        self._start()
+        return await fut
+
+    def _start(self) -> None:
+        while self.free > 0 and self.waiting:
+            batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
+            batch = [(i, f) for i, f in batch if not f.cancelled()]  # e.g. past their deadline
+            if not batch:
+                continue
+            self.free -= 1
+            task = asyncio.ensure_future(self._run(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future]]) -> None:
+        try:
+            results = await self.fn([i for i, _ in batch])
+            for (_, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
+        except Exception as e:  # noqa: BLE001 - handed to the callers
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+        finally:
+            self.free += 1
+            self._start()

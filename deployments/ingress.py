@@ -27,7 +27,7 @@ from shoprank.serving.pipeline import RankJob, SearchResult, to_response
 from shoprank.serving.protos import pb2
 from shoprank.serving.validation import InvalidRequest, Query, validate_rank, validate_search
 
-from deployments._common import BatchStats, set_batching
+from deployments._common import BatchStats, Coalescer
 
 log = logging.getLogger("ray.serve")
 
@@ -53,7 +53,7 @@ class SearchIngress:
         self.cfg = ServingConfig.model_validate(config or {})
         self.token = resolve_token(token, token_env)
         self.stats = BatchStats()
-        set_batching(self._run_batch, self.cfg.max_batch_size, self.cfg.batch_wait_timeout_s)
+        self.coalesce = Coalescer(self._run_batch, self.cfg.max_batch_size, slots=2)
 
     # -- shoprank.v1.SearchService ----------------------------------------------------------
     async def Search(self, request: pb2.SearchRequest, grpc_context) -> pb2.SearchResponse:  # noqa: N802
@@ -109,15 +109,14 @@ class SearchIngress:
         return to_response(res, pb2)
 
     async def _run(self, q: Query) -> SearchResult:
-        res = await self._run_batch(q)
+        res = await self.coalesce(q)
         if isinstance(res, InvalidRequest):
             raise res
         return res
 
-    # Concurrent requests are coalesced here: one call to each deployment per batch instead of
-    # one per request, so Serve's per-call cost is paid per batch. Two batches may be in flight
-    # at once (one encoding while the other ranks).
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, max_concurrent_batches=2)
+    # Concurrent requests are coalesced (``Coalescer``): one call to each deployment per batch
+    # instead of one per request, so Serve's per-call cost is paid per batch. Two batches may be
+    # in flight at once (one encoding while the other ranks).
     async def _run_batch(self, qs: list[Query]) -> list[SearchResult | InvalidRequest]:
         t0 = time.perf_counter()
         self.stats.record(len(qs))

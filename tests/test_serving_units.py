@@ -166,3 +166,31 @@ def test_model_deployments_take_a_gpu_only_when_the_cluster_has_one(ray_local) -
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     assert auto_gpus(None) == (0.5 if has_gpu else 0.0)
     assert auto_gpus(0.0) == 0.0 and auto_gpus(1.0) == 1.0  # an explicit count always wins
+
+
+def test_coalescer_batches_what_waits_for_a_slot() -> None:
+    """Calls that arrive while every slot is busy go out together; errors reach each caller."""
+    import asyncio
+
+    from deployments._common import Coalescer
+
+    seen: list[list[int]] = []
+
+    async def double(items: list[int]) -> list[int]:
+        seen.append(items)
+        await asyncio.sleep(0.05)
+        if -1 in items:
+            raise ValueError("bad item")
+        return [2 * i for i in items]
+
+    async def main() -> tuple[list[int], list]:
+        co = Coalescer(double, max_batch=4, slots=1)
+        got = await asyncio.gather(*(co(i) for i in range(7)))
+        return got, await asyncio.gather(co(5), co(-1), co(7), return_exceptions=True)
+
+    got, mixed = asyncio.run(main())
+    assert got == [2 * i for i in range(7)]  # each call gets its own result
+    # the first call finds the slot free; the six behind it wait and leave in batches of <= 4
+    assert seen[:3] == [[0], [1, 2, 3, 4], [5, 6]]
+    assert seen[3:] == [[5], [-1, 7]] and mixed[0] == 10
+    assert all(isinstance(e, ValueError) for e in mixed[1:])  # the failed batch's error reaches both calls
