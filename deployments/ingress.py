@@ -5,6 +5,10 @@ Methods are looked up by RPC name: ``Search`` and ``Rank`` (shoprank.v1.SearchSe
 ``grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server``). Server reflection is Serve's
 own (``gRPCOptions.enable_reflection``).
 
+Concurrent requests are coalesced: those waiting at the same moment reach QueryIntent,
+CandidateRetriever and MultiTaskRanker as one call each (``Coalescer``), so Serve's per-call cost
+is paid per batch, not per request.
+
 Status codes: INVALID_ARGUMENT (validation, with the message), UNAUTHENTICATED (bearer token),
 DEADLINE_EXCEEDED (server-side budget ``request_timeout_s``), RESOURCE_EXHAUSTED (Serve's
 bounded queue: ``max_ongoing_requests`` + ``max_queued_requests``), UNAVAILABLE (no replica).
