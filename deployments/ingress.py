@@ -57,7 +57,7 @@ class SearchIngress:
         self.cfg = ServingConfig.model_validate(config or {})
         self.token = resolve_token(token, token_env)
         self.stats = BatchStats()
-        self.coalesce = Coalescer(self._run_batch, self.cfg.max_batch_size, slots=2)
+        self.coalesce = Coalescer(self._run_batch, self.cfg.max_batch_size, self.cfg.ingress_batches_in_flight)
 
     # -- shoprank.v1.SearchService ----------------------------------------------------------
     async def Search(self, request: pb2.SearchRequest, grpc_context) -> pb2.SearchResponse:  # noqa: N802
@@ -119,8 +119,8 @@ class SearchIngress:
         return res
 
     # Concurrent requests are coalesced (``Coalescer``): one call to each deployment per batch
-    # instead of one per request, so Serve's per-call cost is paid per batch. Two batches may be
-    # in flight at once (one encoding while the other ranks).
+    # instead of one per request, so Serve's per-call cost is paid per batch. Several batches may
+    # be in flight at once (``ingress_batches_in_flight``, default 2: one encoding while another ranks).
     async def _run_batch(self, qs: list[Query]) -> list[SearchResult | InvalidRequest]:
         t0 = time.perf_counter()
         self.stats.record(len(qs))

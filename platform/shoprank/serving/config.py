@@ -25,6 +25,7 @@ class ServingConfig(BaseModel):
     ranker_backend: str = "inprocess"
     max_batch_size: int = Field(16, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
+    ingress_batches_in_flight: int = Field(2, ge=1, le=64)  # coalesced batches the ingress runs at once
     request_timeout_s: float = Field(10.0, gt=0)  # server-side budget for one request
 
     @field_validator("blend_weights")
