@@ -15,6 +15,13 @@ gives the same total budget instead). Each is a normal ``jobs.train`` run
 
 Writes ``OUT/ablation.json`` and ``OUT/ablation.md``: one row per task metric, one column per
 variant, and whether each multi-task model beats the single-task model of that task.
+
+``--seed N`` retrains every variant with training seed N on the config's held-out data;
+``--combine DIR...`` reads such runs (one seed each) into ``OUT/ablation_seeds.{md,json}``:
+mean ± sd, and a task won only where every multi-task seed beats every single-task seed::
+
+    python -m jobs.ablation --config configs/ablation.yaml --out runs/s1 --seed 1
+    python -m jobs.ablation --config configs/ablation.yaml --out runs/seeds --combine runs/s0 runs/s1 runs/s2
 """
 
 from __future__ import annotations
