@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from shoprank.model.multitask import MultiTaskModel
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,7 +44,9 @@ class BatchStats:
         }
 
 
-def replica_model(checkpoint: str | None, encoder: str, device: str | None, torch_threads: int | None) -> tuple:
+def replica_model(
+    checkpoint: str | None, encoder: str, device: str | None, torch_threads: int | None
+) -> tuple[MultiTaskModel, str]:
     """Pin torch threads and load the serving model (on CUDA when the replica has a GPU):
     ``(model, model_version)``."""
     from shoprank.serving.pipeline import load_serving_model

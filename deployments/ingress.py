@@ -133,14 +133,14 @@ class SearchIngress:
                     for i in search]  # fmt: skip
             found = dict(zip(search, await self.retriever.remote(jobs), strict=True))
         t2 = time.perf_counter()
-        none = (None, "", "", 0.0)
+        # per request: (positions, index_version, index_dir, search ms); Rank requests bring their ids
+        retrieved = [found.get(i, (None, "", "", 0.0)) for i in range(len(qs))]
         ranked = await self.ranker.remote([
             RankJob(
-                q_emb=encoded[i][0], query=q.query, k=q.k, weights=q.weights, month=q.month,
-                index_dir=found.get(i, none)[2], index_version=found.get(i, none)[1],
-                positions=found.get(i, none)[0], item_ids=q.item_ids,
+                q_emb=e[0], query=q.query, k=q.k, weights=q.weights, month=q.month, index_dir=r[2],
+                index_version=r[1], positions=r[0], item_ids=q.item_ids,
             )
-            for i, q in enumerate(qs)
+            for q, e, r in zip(qs, encoded, retrieved, strict=True)
         ])  # fmt: skip
         t3 = time.perf_counter()
         out: list[SearchResult | InvalidRequest] = []
@@ -153,7 +153,7 @@ class SearchIngress:
                 items=r.items, intent=intent, model_version=r.model_version, index_version=r.index_version,
                 batch_size=r.batch_size, zero_shot=r.zero_shot, weights=q.weights, num_candidates=r.num_candidates,
                 timings_ms={"intent": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "rank": (t3 - t2) * 1e3,
-                            "intent_encode": encode_ms, "retrieve_search": found.get(i, none)[3],
+                            "intent_encode": encode_ms, "retrieve_search": retrieved[i][3],
                             "rank_forward": r.rank_ms},
             ))  # fmt: skip
         return out

@@ -75,13 +75,9 @@ def variants(
     for task in single if single is not None else list(cfg.tasks):
         if task not in cfg.tasks:
             raise ShoprankError(f"--single: task {task!r} is not in the config (tasks: {sorted(cfg.tasks)})")
-        one = cfg.model_dump(mode="json")
-        one["tasks"] = {task: {**one["tasks"][task], "encoder_grad": 1.0}}  # alone, a task owns the encoder
-        one["model"]["architecture"] = "shared_bottom"
-        one["model"]["tasks"] = [task]
-        used = set(one["tasks"][task]["sources"])
-        one["sources"] = {k: v for k, v in one["sources"].items() if k in used}
-        out[f"single_task_{task}"] = TrainConfig.model_validate(one)
+        alone = cfg.tasks[task].model_copy(update={"encoder_grad": 1.0})  # alone, a task owns the encoder
+        one = cfg.model_copy(update={"model": cfg.model.model_copy(update={"architecture": "shared_bottom"})})
+        out[f"single_task_{task}"] = one.with_tasks({task: alone})
     return out
 
 
@@ -106,16 +102,12 @@ def one_class_tests(cfg: TrainConfig) -> set[str]:
     from shoprank.eval.runner import source_of
     from shoprank.train.tasks import CLASS_TASKS, build_task_data
 
-    one = cfg.model_dump(mode="json")
-    one["tasks"] = {t: tc for t, tc in one["tasks"].items() if t in CLASS_TASKS}
-    if not one["tasks"]:
+    tasks = {t: tc for t, tc in cfg.tasks.items() if t in CLASS_TASKS}
+    if not tasks:
         return set()
-    one["model"]["tasks"] = list(one["tasks"])
-    used = {s for tc in one["tasks"].values() for s in tc["sources"]}
-    one["sources"] = {k: v for k, v in one["sources"].items() if k in used}
-    data = build_task_data(TrainConfig.model_validate(one))
+    data = build_task_data(cfg.with_tasks(tasks))
     found = set()
-    for task in one["tasks"]:
+    for task in tasks:
         test = data.split(task, "test")
         src = source_of(test)
         for name in set(src.to_list()):

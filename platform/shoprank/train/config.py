@@ -151,6 +151,14 @@ class TrainConfig(_Strict):
     def weights(self) -> dict[str, float]:
         return {t: c.weight for t, c in self.tasks.items()}
 
+    def with_tasks(self, tasks: dict[str, TaskConfig]) -> TrainConfig:
+        """The same run with only ``tasks`` and the sources they read (validated anew)."""
+        used = {s for t in tasks.values() for s in t.sources}
+        data = self.model_dump(mode="json")
+        data["tasks"] = {k: v.model_dump(mode="json") for k, v in tasks.items()}
+        data["sources"] = {k: v for k, v in data["sources"].items() if k in used}
+        return TrainConfig.model_validate(data)  # the validator keeps model.tasks in step
+
     @property
     def data_seed(self) -> int:
         """Seed of everything held out (splits, click negatives, val and eval samples)."""
