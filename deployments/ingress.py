@@ -148,7 +148,7 @@ class SearchIngress:
             if r.error:
                 out.append(InvalidRequest(r.error))
                 continue
-            _, intent, _, encode_ms = encoded[i]
+            _, intent, encode_ms = encoded[i]
             out.append(SearchResult(
                 items=r.items, intent=intent, model_version=r.model_version, index_version=r.index_version,
                 batch_size=r.batch_size, zero_shot=r.zero_shot, weights=q.weights, num_candidates=r.num_candidates,

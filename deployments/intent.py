@@ -38,18 +38,18 @@ class QueryIntent:
         set_batching(self.encode_batch, max_batch_size, batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=items_in)
-    async def encode_batch(self, calls: list[list[str]]) -> list[list[tuple[np.ndarray, IntentResult, int, float]]]:
-        def encode(texts: list[str]) -> list[tuple[np.ndarray, IntentResult, int, float]]:
+    async def encode_batch(self, calls: list[list[str]]) -> list[list[tuple[np.ndarray, IntentResult, float]]]:
+        def encode(texts: list[str]) -> list[tuple[np.ndarray, IntentResult, float]]:
             t0 = time.perf_counter()
             emb, intents = self.encoder(texts)
             ms = (time.perf_counter() - t0) * 1e3
             self.stats.record(len(texts))
-            return [(emb[i], intents[i], len(texts), ms) for i in range(len(texts))]
+            return [(emb[i], intents[i], ms) for i in range(len(texts))]
 
         return per_call(calls, encode)
 
-    async def __call__(self, texts: list[str]) -> list[tuple[np.ndarray, IntentResult, int, float]]:
-        """Per query: (embedding [d], intent, batch size, encode ms)."""
+    async def __call__(self, texts: list[str]) -> list[tuple[np.ndarray, IntentResult, float]]:
+        """Per query: (embedding [d], intent, encode ms); batch sizes are in ``batch_stats``."""
         return await self.encode_batch(texts)
 
     def batch_stats(self) -> dict[str, object]:

@@ -50,6 +50,7 @@ def variants(
     multi: list[str] | None = None,
     schedule: str | None = None,
     per_task_steps: bool = False,
+    grad_surgery: str | None = None,
 ) -> dict[str, TrainConfig]:
     """Variant name -> config. Every variant keeps the base budget (epochs, steps, batch size).
 
@@ -57,8 +58,13 @@ def variants(
     one task every step under any schedule); ``multi`` picks multi-task variants (default both).
     ``per_task_steps`` (round_robin only) multiplies the multi-task variants' steps and warm-up
     by the number of tasks: one task per step, each task exactly its single-task model's steps.
+    ``grad_surgery`` (schedule all only) sets how the multi-task variants combine task gradients.
     """
     base = cfg if schedule is None else cfg.model_copy(update={"schedule": schedule})
+    if grad_surgery is not None:
+        if grad_surgery != "none" and base.schedule != "all":
+            raise ShoprankError(f"--grad-surgery {grad_surgery} needs --schedule all (got {base.schedule!r})")
+        base = base.model_copy(update={"grad_surgery": grad_surgery})
     if per_task_steps:
         if base.schedule != "round_robin":
             raise ShoprankError(f"--per-task-steps needs --schedule round_robin (got {base.schedule!r})")
@@ -310,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-task-steps", action="store_true",
                     help="with --schedule round_robin: the multi-task variants take (number of tasks) x the "
                          "steps, one task per step, so each task gets its single-task model's steps")  # fmt: skip
+    ap.add_argument("--grad-surgery", default=None, choices=("none", "pcgrad"),
+                    help="with --schedule all: how the multi-task variants combine their task gradients "
+                         "(default: the config's grad_surgery)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=None,
                     help="training seed of every variant (default: the config's); the held-out data stays "
                          "on the config's seed, so runs with different --seed share one test set")  # fmt: skip
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.seed is not None:
             cfg = with_training_seed(cfg, args.seed)
-        plan = variants(cfg, args.single, args.multi, args.schedule, args.per_task_steps)
+        plan = variants(cfg, args.single, args.multi, args.schedule, args.per_task_steps, args.grad_surgery)
         results = {n: run_variant(n, c, out, args.workers, args.max_eval_rows) for n, c in plan.items()}
     except ShoprankError as e:
         print(f"jobs.ablation: error: {e}", file=sys.stderr)
@@ -345,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = args.schedule or cfg.schedule
     budget = f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps x batch {cfg.batch_size}"
     budget += f", multi-task schedule {schedule}"
+    if (args.grad_surgery or cfg.grad_surgery) != "none":
+        budget += f" with {args.grad_surgery or cfg.grad_surgery}"
     if args.seed is not None:
         budget += f", training seed {cfg.seed} (held-out data from seed {cfg.data_seed})"
     if args.per_task_steps:

@@ -75,7 +75,9 @@ def _init_ray(address: str | None, workers: int) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, workers + 1), include_dashboard=False, runtime_env=env)
+        # With the dashboard: Ray Train's placement-group cleaner asks the state API (served by the
+        # dashboard) every second whether the controller lives, and logs a warning each time it cannot.
+        ray.init(num_cpus=max(os.cpu_count() or 1, workers + 1), include_dashboard=True, runtime_env=env)
 
 
 def _use_gpu(cfg: TrainConfig) -> bool:

@@ -33,6 +33,11 @@ def test_variants_share_the_budget_and_single_task_keeps_only_its_sources():
     assert list(only) == ["multi_task_shared_bottom", "single_task_click"]
     assert only["multi_task_shared_bottom"].schedule == "all"
     assert only["multi_task_shared_bottom"].steps_per_epoch == cfg.steps_per_epoch
+    pc = ablation.variants(cfg, ["click"], multi=["multi_task_shared_bottom"], schedule="all", grad_surgery="pcgrad")
+    assert pc["multi_task_shared_bottom"].grad_surgery == "pcgrad"
+    assert pc["single_task_click"].grad_surgery == "none"  # one task per step: nothing to combine
+    with pytest.raises(ShoprankError, match="--schedule all"):
+        ablation.variants(cfg, ["click"], schedule="round_robin", grad_surgery="pcgrad")
     heads = load_config(REPO / "configs" / "ablation_encoder_grad.yaml", base=REPO)
     vs = ablation.variants(heads, ["season"], multi=["multi_task_shared_bottom"])
     assert vs["multi_task_shared_bottom"].tasks["season"].encoder_grad == 0.0

@@ -43,6 +43,18 @@ def test_bad_values_name_the_field(path, value, field):
         parse_config(data, "tiny.yaml")
 
 
+def test_grad_surgery_needs_the_all_schedule():
+    data = _base()
+    data.update(schedule="round_robin", grad_surgery="pcgrad")
+    with pytest.raises(ConfigError, match="grad_surgery.*schedule: all"):
+        parse_config(data)
+    data["schedule"] = "all"
+    assert parse_config(data).grad_surgery == "pcgrad"
+    data["grad_surgery"] = "magic"
+    with pytest.raises(ConfigError, match="grad_surgery"):
+        parse_config(data)
+
+
 def test_unknown_task_source_and_field():
     data = _base()
     data["tasks"]["telepathy"] = {"sources": ["synth"]}

@@ -101,6 +101,8 @@ class TrainConfig(_Strict):
     weighting: Literal["fixed", "uncertainty"] = "fixed"
     # one task per step (by data size, in turn, or by sample_weight), or "all": every task each step
     schedule: Literal["proportional", "round_robin", "weighted", "all"] = "proportional"
+    # how an "all" step combines its task gradients: their sum, or PCGrad's conflict-free sum
+    grad_surgery: Literal["none", "pcgrad"] = "none"
     epochs: int = Field(3, ge=1, le=1000)
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=2, le=4096)
@@ -131,6 +133,8 @@ class TrainConfig(_Strict):
             missing = [s for s in task.sources if s not in self.sources]
             if missing:
                 raise ValueError(f"tasks.{name}.sources: unknown source(s) {missing}; defined: {sorted(self.sources)}")
+        if self.grad_surgery != "none" and self.schedule != "all":
+            raise ValueError(f"grad_surgery: {self.grad_surgery!r} needs schedule: all (got {self.schedule!r})")
         tasks = [t for t in TASKS if t in self.tasks]
         if self.model.tasks != tasks:
             self.model = self.model.model_copy(update={"tasks": tasks})

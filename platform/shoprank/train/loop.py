@@ -39,6 +39,7 @@ from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.text import title_of
 from shoprank.train.config import TrainConfig
+from shoprank.train.gradients import pcgrad, snapshot, summed
 from shoprank.train.losses import MultiTaskObjective
 from shoprank.train.sampler import batch_indices, step_tasks
 
@@ -239,17 +240,6 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def _add_grads(summed: list[torch.Tensor | None], params: list[torch.nn.Parameter]) -> None:
-    """Add each parameter's current gradient into ``summed`` (a copy the first time, so the next
-    backward cannot touch it)."""
-    for n, p in enumerate(params):
-        if p.grad is not None:
-            if summed[n] is None:
-                summed[n] = p.grad.detach().clone()
-            else:
-                summed[n].add_(p.grad)
-
-
 def _broadcast(obj: Any, ctx: WorkerContext) -> Any:
     if ctx.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         box = [obj]
@@ -329,10 +319,11 @@ def run_training(
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         samples = 0
+        conflicts = pairs = 0  # PCGrad: conflicting (task, other task) gradient pairs met
         for step in schedule:
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
-            summed: list[torch.Tensor | None] = [None] * len(params)
+            task_grads = []
             for task in step:
                 optimizer.zero_grad(set_to_none=True)
                 idx = next(iters[task])
@@ -343,12 +334,19 @@ def run_training(
                 # then the step takes their sum (a no-op for one-task schedules)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 if len(step) > 1:
-                    _add_grads(summed, params)
+                    task_grads.append(snapshot(params))
                 sums[task] = sums.get(task, 0.0) + float(raw)
                 counts[task] = counts.get(task, 0) + 1
                 samples += len(idx)
             if len(step) > 1:
-                for p, g in zip(params, summed, strict=True):
+                if cfg.grad_surgery == "pcgrad":
+                    rng = np.random.default_rng((cfg.seed, progress["global_step"]))  # the same on every rank
+                    combined, n_conflicts = pcgrad(task_grads, rng)
+                    conflicts += n_conflicts
+                    pairs += len(step) * (len(step) - 1)
+                else:
+                    combined = summed(task_grads)
+                for p, g in zip(params, combined, strict=True):
                     p.grad = g
             optimizer.step()
             progress["global_step"] += 1
@@ -377,6 +375,8 @@ def run_training(
                 "task_steps": dict(counts),
             }
         )
+        if pairs:
+            metrics["train/pcgrad_conflict_fraction"] = conflicts / pairs
         if objective.uncertainty is not None:
             metrics.update({f"sigma/{t}": s for t, s in objective.uncertainty.sigmas().items()})
         value = float(metrics.get(es.metric, float("nan")))
