@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from shoprank.train.gradients import pcgrad, shared_parameters, snapshot, summed
+from shoprank.train.gradients import accumulate, pcgrad, shared_parameters, snapshot, summed
 
 
 def _t(*xs: float) -> torch.Tensor:
@@ -61,3 +61,16 @@ def test_snapshot_copies_gradients():
     snap = snapshot([p, q])
     p.grad.zero_()
     assert torch.equal(snap[0], torch.tensor([1.0, 2.0])) and snap[1] is None
+
+
+def test_running_total_equals_the_sum_of_snapshots():
+    p = torch.nn.Parameter(torch.zeros(2))
+    q = torch.nn.Parameter(torch.zeros(1))
+    total, snaps = None, []
+    for w in (torch.tensor([1.0, 2.0]), torch.tensor([-3.0, 0.5])):
+        p.grad = None
+        (p * w).sum().backward()
+        snaps.append(snapshot([p, q]))
+        total = accumulate(total, [p, q])
+    assert torch.equal(total[0], summed(snaps)[0]) and total[1] is None
+    assert torch.equal(total[0], torch.tensor([-2.0, 2.5]))

@@ -21,6 +21,16 @@ def snapshot(params: list[torch.nn.Parameter]) -> Grads:
     return [None if p.grad is None else p.grad.detach().clone() for p in params]
 
 
+def accumulate(total: Grads | None, params: list[torch.nn.Parameter]) -> Grads:
+    """Add each parameter's current gradient into the running ``total`` (a copy the first time,
+    so the next backward cannot touch it): the plain sum without keeping every task's gradient."""
+    out: Grads = [None] * len(params) if total is None else total
+    for n, p in enumerate(params):
+        if p.grad is not None:
+            out[n] = p.grad.detach().clone() if out[n] is None else out[n].add_(p.grad)
+    return out
+
+
 def summed(task_grads: list[Grads]) -> Grads:
     """The per-parameter sum of the tasks' gradients."""
     out: Grads = [None] * len(task_grads[0])

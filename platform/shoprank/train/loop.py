@@ -39,7 +39,7 @@ from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.text import title_of
 from shoprank.train.config import TrainConfig
-from shoprank.train.gradients import pcgrad, snapshot, summed
+from shoprank.train.gradients import Grads, accumulate, pcgrad, snapshot
 from shoprank.train.losses import MultiTaskObjective
 from shoprank.train.sampler import batch_indices, step_tasks
 
@@ -323,7 +323,8 @@ def run_training(
         for step in schedule:
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
-            task_grads = []
+            task_grads: list[Grads] = []  # PCGrad needs every task's gradient; the plain sum only a total
+            total: Grads | None = None
             for task in step:
                 optimizer.zero_grad(set_to_none=True)
                 idx = next(iters[task])
@@ -334,7 +335,10 @@ def run_training(
                 # then the step takes their sum (a no-op for one-task schedules)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 if len(step) > 1:
-                    task_grads.append(snapshot(params))
+                    if cfg.grad_surgery == "pcgrad":
+                        task_grads.append(snapshot(params))
+                    else:
+                        total = accumulate(total, params)
                 sums[task] = sums.get(task, 0.0) + float(raw)
                 counts[task] = counts.get(task, 0) + 1
                 samples += len(idx)
@@ -345,7 +349,8 @@ def run_training(
                     conflicts += n_conflicts
                     pairs += len(step) * (len(step) - 1)
                 else:
-                    combined = summed(task_grads)
+                    assert total is not None  # set by every task of a multi-task step
+                    combined = total
                 for p, g in zip(params, combined, strict=True):
                     p.grad = g
             optimizer.step()
