@@ -354,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     schedule = args.schedule or cfg.schedule
     budget = f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps x batch {cfg.batch_size}"
     budget += f", multi-task schedule {schedule}"
-    if (args.grad_surgery or cfg.grad_surgery) != "none":
-        budget += f" with {args.grad_surgery or cfg.grad_surgery}"
+    surgery = args.grad_surgery or cfg.grad_surgery
+    if surgery != "none":
+        budget += f" with {surgery}"
     if args.seed is not None:
         budget += f", training seed {cfg.seed} (held-out data from seed {cfg.data_seed})"
     if args.per_task_steps:

@@ -18,27 +18,30 @@ Grads = list[torch.Tensor | None]  # one entry per parameter, None where the tas
 
 def snapshot(params: list[torch.nn.Parameter]) -> Grads:
     """A copy of each parameter's current gradient (the next backward cannot touch it)."""
-    return [None if p.grad is None else p.grad.detach().clone() for p in params]
+    return accumulate(None, params)
+
+
+def _add_into(total: Grads | None, grads: Grads) -> Grads:
+    """``total`` + ``grads`` per parameter, in place (a copy where ``total`` has no entry yet)."""
+    out: Grads = [None] * len(grads) if total is None else total
+    for n, g in enumerate(grads):
+        if g is not None:
+            out[n] = g.detach().clone() if out[n] is None else out[n].add_(g)
+    return out
 
 
 def accumulate(total: Grads | None, params: list[torch.nn.Parameter]) -> Grads:
-    """Add each parameter's current gradient into the running ``total`` (a copy the first time,
-    so the next backward cannot touch it): the plain sum without keeping every task's gradient."""
-    out: Grads = [None] * len(params) if total is None else total
-    for n, p in enumerate(params):
-        if p.grad is not None:
-            out[n] = p.grad.detach().clone() if out[n] is None else out[n].add_(p.grad)
-    return out
+    """Add each parameter's current gradient into the running ``total``: the plain sum without
+    keeping every task's gradient."""
+    return _add_into(total, [p.grad for p in params])
 
 
 def summed(task_grads: list[Grads]) -> Grads:
     """The per-parameter sum of the tasks' gradients."""
-    out: Grads = [None] * len(task_grads[0])
+    out: Grads | None = None
     for grads in task_grads:
-        for n, g in enumerate(grads):
-            if g is not None:
-                out[n] = g.clone() if out[n] is None else out[n].add_(g)
-    return out
+        out = _add_into(out, grads)
+    return out if out is not None else []
 
 
 def _touches(g: torch.Tensor | None) -> bool:
@@ -54,13 +57,16 @@ def shared_parameters(task_grads: list[Grads]) -> list[int]:
 def pcgrad(task_grads: list[Grads], rng: np.random.Generator) -> tuple[Grads, int]:
     """PCGrad over the shared parameters, plain sum elsewhere; also returns how many (i, j)
     projections were made (conflicting pairs met)."""
-    out = summed(task_grads)
-    shared = shared_parameters(task_grads)
-    if len(task_grads) < 2 or not shared:
-        return out, 0
+    shared = shared_parameters(task_grads) if len(task_grads) >= 2 else []
+    if not shared:
+        return summed(task_grads), 0
+    in_shared = set(shared)
+    # the plain sum of the parameters one task updates; the shared ones are filled in below
+    out = summed([[None if n in in_shared else g for n, g in enumerate(grads)] for grads in task_grads])
+    like = {n: next(grads[n] for grads in task_grads if grads[n] is not None) for n in shared}
 
     def flat(grads: Grads) -> torch.Tensor:
-        parts = [grads[n] if grads[n] is not None else torch.zeros_like(out[n]) for n in shared]  # type: ignore[arg-type]
+        parts = [grads[n] if grads[n] is not None else torch.zeros_like(like[n]) for n in shared]
         return torch.cat([p.reshape(-1) for p in parts])
 
     original = [flat(grads) for grads in task_grads]
@@ -75,10 +81,12 @@ def pcgrad(task_grads: list[Grads], rng: np.random.Generator) -> tuple[Grads, in
             if dot < 0.0:
                 g_i.sub_(original[j], alpha=dot / norms_sq[j])
                 conflicts += 1
-    total = torch.stack(projected).sum(dim=0)
+    total = projected[0]
+    for g in projected[1:]:
+        total.add_(g)
     offset = 0
     for n in shared:
-        size = out[n].numel()  # type: ignore[union-attr]
-        out[n] = total[offset : offset + size].view_as(out[n]).clone()  # type: ignore[arg-type]
+        size = like[n].numel()
+        out[n] = total[offset : offset + size].view_as(like[n]).clone()
         offset += size
     return out, conflicts
