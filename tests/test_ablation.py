@@ -173,7 +173,8 @@ def test_combine_reads_seeded_ablations(tmp_path, capsys):
     assert ablation.main(["--config", cfg, "--out", str(out), "--combine", *dirs]) == 0
     got = json.loads((out / "ablation_seeds.json").read_text())
     assert got["seeds"] == [0, 1, 2] and got["summary"]["multi_task_shared_bottom"]["tasks_won"] == ["season"]
-    assert "over 3 training seeds" in (out / "ablation_seeds.md").read_text()
+    md = (out / "ablation_seeds.md").read_text()
+    assert "over 3 training seeds" in md and f"config `{cfg}`" in md
     capsys.readouterr()
     assert ablation.main(["--config", cfg, "--out", str(out), "--combine", dirs[0], dirs[0]]) == 2
     assert "distinct training seeds" in capsys.readouterr().err
