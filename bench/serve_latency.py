@@ -236,18 +236,46 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
     return res
 
 
-def bench_hop_floor(requests: int = 200) -> dict:
+def floor_work_ms(catalogues: list[dict] | None) -> tuple[float, float, float]:
+    """The first catalogue's c1 medians of encoding, search and forward (16, 2, 4 ms without one)."""
+    if not catalogues:
+        return (16.0, 2.0, 4.0)
+    st = catalogues[0]["served"][1]["stages_p50"]
+    return (st["intent_encode"], st["retrieve_search"], st["rank_forward"])
+
+
+def busy(ms: float) -> None:
+    """CPU-bound work for ``ms`` milliseconds (small matrix products, as a forward pass is)."""
+    t0 = time.perf_counter()
+    a = np.full((64, 64), 1e-3)
+    while (time.perf_counter() - t0) * 1e3 < ms:
+        a = a @ a
+
+
+def bench_hop_floor(requests: int = 200, work_ms: tuple[float, float, float] = (16.0, 2.0, 4.0)) -> dict:
     """Serve's own cost on this machine: a no-op app of the same shape as the search graph (an
     ingress calling three other deployments in turn), called through a handle from this process.
     Its p50 is the latency every served request pays before any model work; compare it with the
-    served minus in-process p50 above. Also, side by side: the same three calls chained (each
-    DeploymentResponse passed on to the next deployment instead of awaited in the ingress)."""
+    served minus in-process p50 above. Side by side: the same three calls chained (each
+    DeploymentResponse passed on to the next deployment instead of awaited in the ingress), and
+    the graph with ``work_ms`` of CPU work in the three deployments (by default the c1 encode,
+    search and forward times of the search graph), each a ``@serve.batch`` method as in the real
+    ones, against the same work done in this process: the best c1 ratio this machine allows
+    a graph of this shape, with no model, payload, proxy or gRPC client."""
     from ray import serve
 
     @serve.deployment(name="NoOp", ray_actor_options={"num_cpus": 0.1})
     class NoOp:
+        def __init__(self, work_ms: float = 0.0) -> None:
+            self.work_ms = work_ms
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+        async def work(self, xs: list[int]) -> list[int]:
+            busy(self.work_ms)
+            return xs
+
         async def __call__(self, x: int) -> int:
-            return x
+            return await self.work(x) if self.work_ms else x
 
     @serve.deployment(name="NoOpIngress", ray_actor_options={"num_cpus": 0.1})
     class NoOpIngress:
@@ -266,24 +294,34 @@ def bench_hop_floor(requests: int = 200) -> dict:
             return await r
 
     handle = serve.run(NoOpIngress.bind(NoOp.bind(), NoOp.bind(), NoOp.bind()), name="hop-floor", route_prefix=None)
-    lat: dict[str, list[float]] = {"awaited": [], "chained": []}
+    worked = serve.run(NoOpIngress.bind(*(NoOp.bind(w) for w in work_ms)), name="hop-work", route_prefix=None)
+    calls = {"awaited": handle.awaited, "chained": handle.chained, "work served": worked.awaited,
+             "work in-process": None}  # fmt: skip
+    lat: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(4):  # alternating rounds, so background load hits both alike
-        for mode in lat:
-            call = getattr(handle, mode)
+        for mode, call in calls.items():
+            run = (lambda i: [busy(w) for w in work_ms]) if call is None else (lambda i, c=call: c.remote(i).result())
             for i in range(10):
-                call.remote(i).result()
+                run(i)
             for i in range(requests // 4):
                 t0 = time.perf_counter()
-                call.remote(i).result()
+                run(i)
                 lat[mode].append((time.perf_counter() - t0) * 1e3)
     serve.delete("hop-floor")
+    serve.delete("hop-work")
     res = {"p50_ms": pct(lat["awaited"], 50), "p99_ms": pct(lat["awaited"], 99),
-           "chained_p50_ms": pct(lat["chained"], 50)}  # fmt: skip
+           "chained_p50_ms": pct(lat["chained"], 50), "work_ms": list(work_ms),
+           "work_served_p50_ms": pct(lat["work served"], 50),
+           "work_inprocess_p50_ms": pct(lat["work in-process"], 50)}  # fmt: skip
     res["chained_over_awaited_p50"] = res["chained_p50_ms"] / res["p50_ms"]
+    res["work_served_over_inprocess_p50"] = res["work_served_p50_ms"] / res["work_inprocess_p50_ms"]
     print(f"\n== Serve floor: no-op ingress + 3 deployments, same shape as the search graph ==\n"
           f"  p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms a request (no model, no gRPC proxy)\n"
           f"  chained instead of awaited in turn: p50 {res['chained_p50_ms']:.1f} ms "
-          f"({res['chained_over_awaited_p50']:.2f}x)")  # fmt: skip
+          f"({res['chained_over_awaited_p50']:.2f}x)\n"
+          f"  with {' + '.join(f'{w:.1f}' for w in work_ms)} ms of CPU work in the three deployments: served "
+          f"p50 {res['work_served_p50_ms']:.1f} ms vs the same work in-process {res['work_inprocess_p50_ms']:.1f} ms "
+          f"= {res['work_served_over_inprocess_p50']:.2f}x (the c1 ratio's floor on this machine)")  # fmt: skip
     return res
 
 
@@ -336,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int, default=None, help="torch threads per model replica")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
     p.add_argument("--skip-serving", action="store_true")
+    p.add_argument("--floor-only", action="store_true", help="only Serve's floor (no catalogue, no ANN)")
     p.add_argument("--skip-ann", action="store_true")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "serve_latency")
     args = p.parse_args(argv)
@@ -357,12 +396,13 @@ def main(argv: list[str] | None = None) -> int:
 
         server.init_ray(num_cpus=args.num_cpus)
         try:
-            results["catalogues"] = [bench_catalogue(n, args, args.out) for n in args.sizes]
+            if not args.floor_only:
+                results["catalogues"] = [bench_catalogue(n, args, args.out) for n in args.sizes]
             server.start_serve(server.free_port())
-            results["serve_hop_floor"] = bench_hop_floor()
+            results["serve_hop_floor"] = bench_hop_floor(work_ms=floor_work_ms(results.get("catalogues")))
         finally:
             server.shutdown()
-    if not args.skip_ann:
+    if not args.skip_ann and not args.floor_only:
         results["ann"] = bench_ann(args.ann_items, args)
     path = args.out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=float))
