@@ -9,7 +9,9 @@ For each catalogue size, with the real all-MiniLM-L6-v2 encoder (pretrained, no 
    in this process on the same requests, at concurrency 1 and 16 -> served/in-process ratios;
 2. throughput of the served path at concurrency 16 over concurrency 1 -> the batching gain;
 
-then ANN recall@100 of the HNSW index against exact search on synthetic unit vectors of dim 384
+then Serve's floor: a no-op app of the graph's shape, and the same shape with the pipeline's c1
+CPU work in its deployments against that work in-process -> the lowest c1 ratio this machine
+allows the graph (``--floor-only`` runs just this); then ANN recall@100 of the HNSW index against exact search on synthetic unit vectors of dim 384
 (clustered, like real embeddings; the output says so), with the per-query speed-up.
 
 Targets (issue 4): served p50 <= 1.5x in-process, served p99 <= 3x served p50, batching >= 3x,
@@ -295,12 +297,18 @@ def bench_hop_floor(requests: int = 200, work_ms: tuple[float, float, float] = (
 
     handle = serve.run(NoOpIngress.bind(NoOp.bind(), NoOp.bind(), NoOp.bind()), name="hop-floor", route_prefix=None)
     worked = serve.run(NoOpIngress.bind(*(NoOp.bind(w) for w in work_ms)), name="hop-work", route_prefix=None)
-    calls = {"awaited": handle.awaited, "chained": handle.chained, "work served": worked.awaited,
-             "work in-process": None}  # fmt: skip
+
+    def in_process(_: int) -> None:
+        for w in work_ms:
+            busy(w)
+
+    calls = {"awaited": lambda i: handle.awaited.remote(i).result(),
+             "chained": lambda i: handle.chained.remote(i).result(),
+             "work served": lambda i: worked.awaited.remote(i).result(),
+             "work in-process": in_process}  # fmt: skip
     lat: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(4):  # alternating rounds, so background load hits both alike
-        for mode, call in calls.items():
-            run = (lambda i: [busy(w) for w in work_ms]) if call is None else (lambda i, c=call: c.remote(i).result())
+    for _ in range(4):  # alternating rounds, so background load hits every mode alike
+        for mode, run in calls.items():
             for i in range(10):
                 run(i)
             for i in range(requests // 4):

@@ -243,7 +243,7 @@ def _sd(xs: list[float]) -> float:
     return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def combine(dirs: list[Path], out: Path, cfg: TrainConfig, config_path: str = "") -> str:
+def combine(dirs: list[Path], out: Path, cfg: TrainConfig, config_path: str) -> str:
     """Read each DIR/ablation.json (one training seed each; ``cfg`` the config they ran, read from
     ``config_path``), write OUT/ablation_seeds.{json,md}."""
     docs = []
@@ -263,8 +263,7 @@ def combine(dirs: list[Path], out: Path, cfg: TrainConfig, config_path: str = ""
     rows, summary = seed_comparison([doc["results"] for doc in docs], skip)
     summary["not_compared_one_class"] = sorted(skip)
     budget = docs[0]["budget"].split(", training seed")[0]
-    if config_path:
-        budget += f"; config `{config_path}`"
+    budget += f"; config `{config_path}`"
     md = (
         f"# Multi-task vs single-task over {len(docs)} training seeds\n\nBudget: {budget}; training seeds "
         f"{seeds}, one held-out test set (data seed {data_seeds.pop()}); runs: {', '.join(str(d) for d in dirs)}. "
