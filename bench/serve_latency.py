@@ -11,8 +11,9 @@ For each catalogue size, with the real all-MiniLM-L6-v2 encoder (pretrained, no 
 
 then Serve's floor: a no-op app of the graph's shape, and the same shape with the pipeline's c1
 CPU work in its deployments against that work in-process -> the lowest c1 ratio this machine
-allows the graph (``--floor-only`` runs just this); then ANN recall@100 of the HNSW index against exact search on synthetic unit vectors of dim 384
-(clustered, like real embeddings; the output says so), with the per-query speed-up.
+allows the graph (``--floor-only`` runs just this); then ANN recall@100 of the HNSW index
+against exact search on synthetic unit vectors of dim 384 (clustered, like real embeddings; the
+output says so), with the per-query speed-up.
 
 Targets (issue 4): served p50 <= 1.5x in-process, served p99 <= 3x served p50, batching >= 3x,
 recall@100 >= 0.98. Every ratio comes from this one run; results also go to --out as JSON.
