@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from shoprank.train.gradients import accumulate, pcgrad, shared_parameters, snapshot, summed
+from shoprank.train.gradients import StepGradients, accumulate, pcgrad, shared_parameters, snapshot, summed
 
 
 def _t(*xs: float) -> torch.Tensor:
@@ -74,3 +74,18 @@ def test_running_total_equals_the_sum_of_snapshots():
         total = accumulate(total, [p, q])
     assert torch.equal(total[0], summed(snaps)[0]) and total[1] is None
     assert torch.equal(total[0], torch.tensor([-2.0, 2.5]))
+
+
+@pytest.mark.parametrize("surgery", ["none", "pcgrad"])
+def test_step_gradients_combine_a_step_as_configured(surgery):
+    p = torch.nn.Parameter(torch.zeros(2))
+    step = StepGradients(surgery)
+    for w in (torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])):  # the two conflict (dot -1)
+        p.grad = None
+        (p * w).sum().backward()
+        step.add([p])
+    (g,), conflicts, pairs = step.combined((0, 0))
+    if surgery == "none":
+        assert torch.equal(g, torch.tensor([0.0, 1.0])) and (conflicts, pairs) == (0, 0)
+    else:  # each projected off the other, then summed: [1, 0] + 0.5 [-1, 1] and [-1, 1] + [1, 0]
+        assert torch.allclose(g, torch.tensor([0.5, 1.5])) and (conflicts, pairs) == (2, 2)

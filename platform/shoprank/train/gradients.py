@@ -90,3 +90,30 @@ def pcgrad(task_grads: list[Grads], rng: np.random.Generator) -> tuple[Grads, in
         out[n] = total[offset : offset + size].view_as(like[n]).clone()
         offset += size
     return out, conflicts
+
+
+class StepGradients:
+    """The task gradients of one multi-task step, combined as ``grad_surgery`` says: the plain sum
+    keeps one running total; PCGrad keeps every task's gradient until the step combines them."""
+
+    def __init__(self, grad_surgery: str) -> None:
+        self.pcgrad = grad_surgery == "pcgrad"
+        self.total: Grads | None = None
+        self.task_grads: list[Grads] = []
+
+    def add(self, params: list[torch.nn.Parameter]) -> None:
+        """Take in the parameters' current gradients: one task's (clipped) gradient."""
+        if self.pcgrad:
+            self.task_grads.append(snapshot(params))
+        else:
+            self.total = accumulate(self.total, params)
+
+    def combined(self, seed: tuple[int, int]) -> tuple[Grads, int, int]:
+        """(the step's gradient per parameter, conflicting pairs met, pairs compared): PCGrad's
+        projection order comes from ``seed``, which must be the same on every DDP rank."""
+        if self.pcgrad:
+            n = len(self.task_grads)
+            grads, conflicts = pcgrad(self.task_grads, np.random.default_rng(seed))
+            return grads, conflicts, n * (n - 1)
+        assert self.total is not None, "a step with no task gradient"
+        return self.total, 0, 0

@@ -39,7 +39,7 @@ from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.text import title_of
 from shoprank.train.config import TrainConfig
-from shoprank.train.gradients import Grads, accumulate, pcgrad, snapshot
+from shoprank.train.gradients import StepGradients
 from shoprank.train.losses import MultiTaskObjective
 from shoprank.train.sampler import batch_indices, step_tasks
 
@@ -323,8 +323,7 @@ def run_training(
         for step in schedule:
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
-            task_grads: list[Grads] = []  # PCGrad needs every task's gradient; the plain sum only a total
-            total: Grads | None = None
+            step_grads = StepGradients(cfg.grad_surgery) if len(step) > 1 else None
             for task in step:
                 optimizer.zero_grad(set_to_none=True)
                 idx = next(iters[task])
@@ -332,25 +331,17 @@ def run_training(
                 loss, raw = wrapped(task, batch)
                 loss.backward()
                 # each task's gradient is clipped on its own, as its single-task step would be,
-                # then the step takes their sum (a no-op for one-task schedules)
+                # then the step takes their sum or PCGrad's (a no-op for one-task schedules)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                if len(step) > 1:
-                    if cfg.grad_surgery == "pcgrad":
-                        task_grads.append(snapshot(params))
-                    else:
-                        total = accumulate(total, params)
+                if step_grads is not None:
+                    step_grads.add(params)
                 sums[task] = sums.get(task, 0.0) + float(raw)
                 counts[task] = counts.get(task, 0) + 1
                 samples += len(idx)
-            if len(step) > 1:
-                if cfg.grad_surgery == "pcgrad":
-                    rng = np.random.default_rng((cfg.seed, progress["global_step"]))  # the same on every rank
-                    combined, n_conflicts = pcgrad(task_grads, rng)
-                    conflicts += n_conflicts
-                    pairs += len(step) * (len(step) - 1)
-                else:
-                    assert total is not None  # set by every task of a multi-task step
-                    combined = total
+            if step_grads is not None:
+                combined, n_conflicts, n_pairs = step_grads.combined((cfg.seed, progress["global_step"]))
+                conflicts += n_conflicts
+                pairs += n_pairs
                 for p, g in zip(params, combined, strict=True):
                     p.grad = g
             optimizer.step()
