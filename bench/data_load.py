@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "platform"))
 DEFAULT_FILE = (
     Path(os.environ.get("SHOPRANK_SHARED_DATA", REPO.parent / "shared" / "data")) / "homedepot" / "relevance.csv"
 )
@@ -131,7 +130,6 @@ def bench_load(path: Path) -> None:
 
 _CHILD = r"""
 import json, resource, sys, tempfile, time
-sys.path.insert(0, sys.argv[2])
 from shoprank.data import synth
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with tempfile.TemporaryDirectory() as d:
@@ -148,7 +146,7 @@ def bench_memory(sizes: list[int]) -> None:
     print("peak memory of write_dataset (RSS high-water mark, fresh process each):")
     for n in sizes:
         out = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(n), str(REPO / "platform")], capture_output=True, text=True, check=True
+            [sys.executable, "-c", _CHILD, str(n)], capture_output=True, text=True, check=True
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         total = sum(r["rows"].values())

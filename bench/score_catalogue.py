@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "platform"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -131,7 +130,7 @@ def synthetic_catalogue(work: Path, n: int) -> Path:
         subprocess.run(
             [sys.executable, "-c", "import sys; from shoprank.data.synth import write_dataset; "
              "write_dataset(sys.argv[1], 1_000_000, seed=0, progress=True)", str(big.parent)],
-            check=True, env={**os.environ, "PYTHONPATH": str(REPO / "platform")},
+            check=True,
         )  # fmt: skip
     # Every size gets the same row-group size, so a shard read decodes the same amount of data.
     pl.scan_parquet(big).head(n).sink_parquet(path, row_group_size=ROW_GROUP)
@@ -254,7 +253,7 @@ def bench_memory(work: Path, sizes: list[int], shard_size: int, max_shards: int)
         proc = subprocess.run(
             [sys.executable, __file__, "--memory-child", str(cat), "--out", str(work / f"out-mem-{n}"),
              "--shard-size", str(shard_size), "--memory-shards", str(max_shards)],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "platform")},
+            capture_output=True, text=True,
         )  # fmt: skip
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:

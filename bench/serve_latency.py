@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # As on the replicas (deployments/app.py): idle OpenMP threads sleep rather than spin, so the
@@ -131,7 +130,7 @@ def build_catalogue_index(n: int, out: Path, cache: Path, embed_max: int | None)
 
 
 def bench_catalogue(n: int, args, out: Path) -> dict:
-    from shoprank.serving import server
+    from shoprank.serve_app import server
     from shoprank.serving.client import SearchClient
     from shoprank.serving.config import ServingConfig
     from shoprank.serving.pipeline import SearchPipeline
@@ -401,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
           f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; encoder all-MiniLM-L6-v2 (pretrained)")  # fmt: skip
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if not args.skip_serving:
-        from shoprank.serving import server
+        from shoprank.serve_app import server
 
         server.init_ray(num_cpus=args.num_cpus)
         try:

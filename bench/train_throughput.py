@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from shoprank.resources import DEMO_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "platform")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -41,12 +42,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from shoprank.train.config import load_config
+    from shoprank.train.driver import train
     from shoprank.train.loop import WorkerContext, frame_to_arrays, run_training
     from shoprank.train.tasks import build_task_data
 
-    from jobs.train import train
-
-    cfg = load_config(REPO / "configs" / ("tiny.yaml" if args.quick else "demo.yaml"), base=REPO)
+    cfg = load_config((REPO / "configs" / "tiny.yaml") if args.quick else DEMO_CONFIG, base=REPO)
     cfg = cfg.model_copy(
         update={
             "epochs": args.epochs,

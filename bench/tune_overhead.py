@@ -18,20 +18,15 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shoprank.train.config import load_config  # noqa: E402
-from shoprank.train.loop import frame_to_arrays, run_training  # noqa: E402
-from shoprank.train.tasks import build_task_data  # noqa: E402
-from shoprank.tune.config import load_tune_config  # noqa: E402
-from shoprank.tune.trainable import trial_train_config, val_frames  # noqa: E402
-
-from jobs.train import _init_ray  # noqa: E402
-from jobs.tune import make_trainable, run_search  # noqa: E402
+from shoprank.train.config import load_config
+from shoprank.train.driver import _init_ray
+from shoprank.train.loop import frame_to_arrays, run_training
+from shoprank.train.tasks import build_task_data
+from shoprank.tune.config import load_tune_config
+from shoprank.tune.driver import make_trainable, run_search
+from shoprank.tune.trainable import trial_train_config, val_frames
 
 
 def main() -> int:

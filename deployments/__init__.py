@@ -1,7 +1,5 @@
-"""Ray Serve deployments for online search (see app.py for the graph and serve_config.yaml).
+"""Serve config entries for ``serve run`` / ``serve deploy`` (``serve_config.yaml``).
 
-    gRPC ingress (SearchIngress) -> QueryIntent -> CandidateRetriever -> MultiTaskRanker
-
-Each deployment wraps one component of shoprank.serving.pipeline, so the served path and the
-in-process SearchPipeline run the same code.
+The application itself is ``shoprank.serve_app`` (installed package):
+gRPC ingress (SearchIngress) -> QueryIntent -> CandidateRetriever -> MultiTaskRanker.
 """

@@ -1,12 +1,4 @@
-"""Ray job entrypoints, each runnable as ``python -m jobs.<name>`` or via ``ray job submit``.
-
-When shoprank is not installed (a bare ``ray job submit --working-dir .``), the source root
-``platform/`` next to this folder is put on the path so ``import shoprank`` still works.
+"""Thin Ray job entrypoints: each ``python -m jobs.<name>`` imports the installed ``shoprank``
+package and calls its driver (``ray job submit --working-dir . -- python -m jobs.train ...``).
+The logic lives in ``shoprank``; these files only import and call.
 """
-
-import importlib.util
-import sys
-from pathlib import Path
-
-if importlib.util.find_spec("shoprank") is None:  # pragma: no cover - depends on the environment
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))

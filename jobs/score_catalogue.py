@@ -1,43 +1,8 @@
-"""Ray job: score a whole catalogue for a seasonal campaign.
+"""Ray job entry: ``python -m jobs.score_catalogue`` runs ``shoprank.cli.campaign_job.main`` (see its docstring)."""
 
-    ray job submit --working-dir . -- python -m jobs.score_catalogue \\
-        --campaign campaigns/winter-2026.yaml --catalogue PATH [--format F] [--checkpoint CK]
-
-Connects to the cluster the job runs on (or starts a local Ray when run directly), scores
-every shard on a Ray Data actor pool, and writes ranked parquet plus the report under the
-spec's ``output``. Rerunning the same command resumes: finished shards are skipped.
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
 import sys
-from pathlib import Path
 
-try:  # a working_dir upload carries platform/ even where shoprank is not installed
-    import shoprank  # noqa: F401
-except ImportError:  # pragma: no cover - only on a cluster without the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-
-from shoprank.cli.campaign import add_job_arguments, run_from_args  # noqa: E402
-from shoprank.errors import ShoprankError  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    import ray
-
-    parser = argparse.ArgumentParser(prog="python -m jobs.score_catalogue", description=__doc__.splitlines()[0])
-    add_job_arguments(parser)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ray.init(ignore_reinit_error=True, log_to_driver=False)  # joins the job's cluster when submitted
-    try:
-        return run_from_args(args)
-    except ShoprankError as e:
-        print(f"score_catalogue: error: {e}", file=sys.stderr)
-        return 2
-
+from shoprank.cli.campaign_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

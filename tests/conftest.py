@@ -35,7 +35,7 @@ def shared_file(shared_data: Path, rel: str) -> Path:
 def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A real local Ray, started once per session, with its temp dir inside pytest's tmp."""
     import ray
-    from shoprank.serving.server import apply_serve_perf_env
+    from shoprank.serve_app.server import apply_serve_perf_env
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # local tests only
     apply_serve_perf_env()  # Serve's proxy runs with the request-path settings `shoprank serve` uses

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from shoprank.errors import ShoprankError
+from shoprank.train import ablation
 from shoprank.train.config import load_config
-
-from jobs import ablation
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from shoprank.cli.jobs import auth_headers, job_client
 from shoprank.errors import ShoprankError
-from shoprank.serving.server import free_port
+from shoprank.serve_app.server import free_port
 
 
 def test_auth_token_from_env_then_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

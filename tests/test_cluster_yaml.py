@@ -82,7 +82,7 @@ def test_setup_installs_the_project(config: dict) -> None:
 
 
 def test_every_node_starts_ray_with_the_serve_request_path_settings(config: dict) -> None:
-    from shoprank.serving.server import SERVE_PERF_ENV
+    from shoprank.serve_app.server import SERVE_PERF_ENV
 
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = next(c for c in config[key] if "ray start" in c)

@@ -48,7 +48,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "RAY_TMPDIR": ray_tmp,
         "RAY_AUTH_MODE": "disabled",
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-        "PYTHONPATH": os.pathsep.join([str(HERE.parent / "platform"), os.environ.get("PYTHONPATH", "")]),
     }
     env.pop("RAY_ADDRESS", None)
     try:

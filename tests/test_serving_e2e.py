@@ -27,7 +27,7 @@ APP = "shoprank"
 def served(ray_local, tmp_path_factory):
     from shoprank.model.text import item_text
     from shoprank.retrieval.build import build_index
-    from shoprank.serving import server
+    from shoprank.serve_app import server
 
     tmp = tmp_path_factory.mktemp("serving")
     cat = small_catalogue()
@@ -238,7 +238,7 @@ def _parse(cli, argv):
 
 def test_rollout_new_index_without_dropping_requests(served) -> None:
     """serve.run of the app with a new index: continuous requests all succeed; the version changes."""
-    from shoprank.serving import server
+    from shoprank.serve_app import server
 
     cat, c = served["cat"], served["client"]
     model, _ = load_model(None, encoder="tiny")

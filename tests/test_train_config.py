@@ -71,8 +71,10 @@ def test_unknown_task_source_and_field():
 
 
 def test_shipped_configs_load():
-    for name in ("tiny", "demo", "reference"):
-        cfg = load_config(REPO / "configs" / f"{name}.yaml", base=REPO)
+    from shoprank.resources import DEMO_CONFIG
+
+    for path in (REPO / "configs" / "tiny.yaml", DEMO_CONFIG, REPO / "configs" / "reference.yaml"):
+        cfg = load_config(path, base=REPO)
         assert cfg.model.tasks == [t for t in cfg.model.tasks if t in cfg.tasks]
         for src in cfg.sources.values():
             for part in src.all_parts():

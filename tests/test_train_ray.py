@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from shoprank.model import load_checkpoint
 from shoprank.train.config import load_config
+from shoprank.train.driver import epoch_checkpoints, train
 from shoprank.train.loop import read_train_state
 from shoprank.train.tasks import build_task_data
-
-from jobs.train import epoch_checkpoints, train
 
 REPO = Path(__file__).resolve().parents[1]
 

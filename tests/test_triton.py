@@ -245,8 +245,7 @@ def test_slow_then_back_then_new_version(triton_env, tmp_path: Path) -> None:  #
         export_ranker(tiny_model(seed=7), tmp_path / "repo", version="v2")
         cmd = [sys.executable, "-m", "shoprank.triton.server", "--repo", str(tmp_path / "repo")]
         cmd += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--log-file", str(tmp_path / "fg.log")]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "platform")}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -97,7 +97,7 @@ def _kill_after_trials(cmd: list[str], starts: Path, n_started: int, timeout_s: 
 
 
 def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_path: Path) -> None:
-    from jobs.tune import sweep
+    from shoprank.tune.driver import sweep
 
     data = _cfg(storage_path=str(tmp_path / "store"), num_samples=4, max_concurrent_trials=1)
     config_path = tmp_path / "sweep.yaml"
@@ -110,7 +110,7 @@ def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_pa
         [
             sys.executable,
             "-m",
-            "jobs.tune",
+            "shoprank.tune.driver",
             "--config",
             str(config_path),
             "--out",

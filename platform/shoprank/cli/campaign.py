@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from shoprank.cli.jobs import EXCLUDES, RUNTIME_ENV_VARS, job_client
+from shoprank.cli.jobs import job_client, job_runtime_env
 from shoprank.errors import ConfigError, ShoprankError
-from shoprank.repo import REPO_ROOT
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -119,12 +118,12 @@ def _job_entrypoint(args: argparse.Namespace) -> str:
     if not catalogue.exists():
         raise ConfigError(f"--catalogue: {catalogue} not found")
     try:
-        campaign_arg = str(spec_path.relative_to(REPO_ROOT))
+        campaign_arg = str(spec_path.relative_to(Path.cwd()))
     except ValueError:
         campaign_arg = str(spec_path)
     output = Path(args.output or spec.output)
     output = output if output.is_absolute() else (Path.cwd() / output).resolve()
-    parts = ["python", "-m", "jobs.score_catalogue", "--campaign", campaign_arg, "--catalogue", str(catalogue)]
+    parts = ["python", "-m", "shoprank.cli.campaign_job", "--campaign", campaign_arg, "--catalogue", str(catalogue)]
     parts += ["--output", str(output), "--encoder", args.encoder]
     parts += ["--shard-size", str(args.shard_size), "--batch-size", str(args.batch_size)]
     if args.fmt:
@@ -139,11 +138,7 @@ def _job_entrypoint(args: argparse.Namespace) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     entrypoint = _job_entrypoint(args)
     client = job_client(args.address)
-    runtime_env = {
-        "working_dir": str(REPO_ROOT),
-        "excludes": EXCLUDES,
-        "env_vars": RUNTIME_ENV_VARS,
-    }
+    runtime_env = job_runtime_env()
     deadline = time.monotonic() + args.retry_s
     while True:
         try:
@@ -190,7 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for line in tail:
             print(f"  | {line}")
         return 0 if status != "FAILED" else 1
-    jobs = [j for j in client.list_jobs() if "jobs.score_catalogue" in (j.entrypoint or "")]
+    jobs = [j for j in client.list_jobs() if (j.metadata or {}).get("shoprank") == "campaign"]
     if not jobs:
         print("no campaign jobs")
     for j in sorted(jobs, key=lambda j: j.start_time or 0):

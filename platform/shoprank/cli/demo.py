@@ -67,7 +67,7 @@ def stage_ray(ctx: DemoContext) -> None:
 
     import ray
 
-    from shoprank.serving.server import apply_serve_perf_env
+    from shoprank.serve_app.server import apply_serve_perf_env
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user Ray on this machine
     apply_serve_perf_env()  # the serve stage's gRPC proxy starts from this environment
@@ -91,7 +91,7 @@ def stage_train(ctx: DemoContext) -> None:
 
 def stage_serve(ctx: DemoContext) -> None:
     """Build the ANN index, serve the deployment graph over gRPC and run searches through it."""
-    from shoprank.serving.demo import run_demo_serving
+    from shoprank.serve_app.demo import run_demo_serving
 
     run_demo_serving(ctx.data_dir, ctx.out, ctx.state.get("checkpoint"))
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from shoprank.errors import ShoprankError
-from shoprank.repo import REPO_ROOT
 
 RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 EXCLUDES = [".venv", ".git", "out", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
@@ -40,13 +39,24 @@ def job_client(address: str):  # noqa: ANN201 - ray.job_submission.JobSubmission
         raise ShoprankError(f"--address {address}: cannot use the Ray job server ({reason})") from None
 
 
-def submit_job(address: str, entrypoint: str, *, follow: bool = True, working_dir: Path = REPO_ROOT) -> int:
+def job_runtime_env(working_dir: Path | None = None) -> dict:
+    """The runtime env of every submitted job: the current directory as the working dir (so the
+    relative paths of its command line resolve as they do here) and this installed ``shoprank``
+    package as a py_module (the cluster runs the submitter's code, whatever it has installed)."""
+    import shoprank
+
+    return {
+        "working_dir": str(working_dir or Path.cwd()),
+        "py_modules": [str(Path(shoprank.__file__).resolve().parent)],
+        "excludes": EXCLUDES,
+        "env_vars": RUNTIME_ENV_VARS,
+    }
+
+
+def submit_job(address: str, entrypoint: str, *, follow: bool = True, working_dir: Path | None = None) -> int:
     """``ray job submit --working-dir . -- ENTRYPOINT``; with ``follow`` stream logs and return its status."""
     client = job_client(address)
-    job_id = client.submit_job(
-        entrypoint=entrypoint,
-        runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": RUNTIME_ENV_VARS},
-    )
+    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=job_runtime_env(working_dir))
     print(f"submitted {job_id}: {entrypoint}")
     if not follow:
         return 0

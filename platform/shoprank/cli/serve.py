@@ -102,7 +102,7 @@ def _default_index(args: argparse.Namespace) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from shoprank.serving import server
+    from shoprank.serve_app import server
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
@@ -202,7 +202,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 # -- index build ------------------------------------------------------------------------------
 def cmd_index_build(args: argparse.Namespace) -> int:
     from shoprank.retrieval.build import build_index
-    from shoprank.serving import server
+    from shoprank.serve_app import server
 
     server.init_ray()
     try:

@@ -10,9 +10,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="fine-tune the multi-task model (Ray Train; locally or on a cluster)",
-        description="Run jobs/train.py: build per-task examples from the config's sources, train with Ray Train "
-        "(TorchTrainer, DDP), checkpoint every epoch and resume from OUT after a kill. Without --address it runs "
-        "on a local Ray; with --address it is submitted through the Ray Job Submission API.",
+        description="Run the training driver (shoprank.train.driver): build per-task examples from the config's "
+        "sources, train with Ray Train (TorchTrainer, DDP), checkpoint every epoch and resume from OUT after a "
+        "kill. Without --address it runs on a local Ray; with --address it is submitted through the Ray Job "
+        "Submission API.",
     )
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/reference.yaml")
     p.add_argument("--out", required=True, help="output directory (checkpoints, OUT/model, history, plots)")
@@ -26,17 +27,13 @@ def run(args: argparse.Namespace) -> int:
     if args.address:
         from shoprank.cli.jobs import submit_job
 
-        cmd = ["python", "-m", "jobs.train", "--config", args.config, "--out", args.out]
+        cmd = ["python", "-m", "shoprank.train.driver", "--config", args.config, "--out", args.out]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
-        entry = "PYTHONPATH=platform:$PYTHONPATH " + shlex.join(cmd)
-        return submit_job(args.address, entry, follow=not args.no_follow)
+        return submit_job(args.address, shlex.join(cmd), follow=not args.no_follow)
 
-    from shoprank.repo import ensure_repo_on_path
     from shoprank.train.config import load_config
-
-    ensure_repo_on_path()
-    from jobs.train import train
+    from shoprank.train.driver import train
 
     cfg = load_config(args.config)
     res = train(cfg, args.out, workers=args.workers)

@@ -1,4 +1,4 @@
-"""``shoprank tune``: run or submit a loss-weight sweep (jobs/tune.py)."""
+"""``shoprank tune``: run or submit a loss-weight sweep (shoprank.tune.driver)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.submit:
         from shoprank.cli.jobs import submit_job
 
-        cmd = f"python -m jobs.tune --config {args.config}" + (f" --out {args.out}" if args.out else "")
+        cmd = f"python -m shoprank.tune.driver --config {args.config}" + (f" --out {args.out}" if args.out else "")
         return submit_job(args.submit, cmd)
-    from shoprank.repo import ensure_repo_on_path
-
-    ensure_repo_on_path()
-    from jobs.tune import sweep
+    from shoprank.tune.driver import sweep
 
     res = sweep(cfg, args.out, address=args.address)
     if not res.comparison:

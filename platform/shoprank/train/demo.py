@@ -1,4 +1,4 @@
-"""The demo's fine-tuning stage: a short run of ``configs/demo.yaml`` plus its evaluation table.
+"""The demo's fine-tuning stage: a short run of the packaged ``demo.yaml`` plus its evaluation table.
 
 from shoprank.train.demo import run_demo_training
 checkpoint = run_demo_training(out_dir)                      # synthetic data in memory
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shoprank.repo import REPO_ROOT, ensure_repo_on_path
+from shoprank.resources import DEMO_CONFIG
 
 
 def demo_config(data_dir: str | Path | None = None, workers: int | None = None):  # noqa: ANN201 - TrainConfig
     from shoprank.train.config import load_config
 
-    cfg = load_config(REPO_ROOT / "configs" / "demo.yaml", base=REPO_ROOT)
+    cfg = load_config(DEMO_CONFIG)
     if data_dir is not None:
         from shoprank.train.config import SourceConfig
 
@@ -32,10 +32,9 @@ def run_demo_training(
 ) -> Path:
     """Fine-tune MiniLM briefly on the synthetic data (Ray Train), print the evaluation table,
     write ``OUT/eval.json`` + ``OUT/eval.md``, and return the checkpoint directory (``OUT/model``)."""
-    ensure_repo_on_path()
-    from jobs.train import train
     from shoprank.eval.report import write_report
     from shoprank.eval.runner import clean, evaluate_checkpoint, format_table
+    from shoprank.train.driver import train
 
     out = Path(out_dir)
     cfg = demo_config(data_dir, workers)

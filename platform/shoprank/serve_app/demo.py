@@ -1,6 +1,6 @@
 """The serving part of ``shoprank demo``: build an index, serve it over gRPC, search, shut down.
 
-    from shoprank.serving.demo import run_demo_serving
+    from shoprank.serve_app.demo import run_demo_serving
     run_demo_serving("out/demo/data", "out/demo", checkpoint=None)
 
 or, as a demo stage, append ``("build the index, serve and search over gRPC", stage_serve)`` to
@@ -39,7 +39,7 @@ def run_demo_serving(
     import ray
 
     from shoprank.retrieval.build import build_index
-    from shoprank.serving import server
+    from shoprank.serve_app import server
     from shoprank.serving.client import SearchClient
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)

@@ -7,7 +7,6 @@ import os
 import socket
 from typing import Any
 
-from shoprank.repo import ensure_repo_on_path
 from shoprank.serving.client import DEFAULT_APPLICATION
 
 log = logging.getLogger("shoprank.serving")
@@ -41,9 +40,7 @@ def start_serve(grpc_port: int, http_port: int | None = None) -> None:
     from ray import serve
     from ray.serve.config import HTTPOptions, gRPCOptions
 
-    ensure_repo_on_path()
-    import shoprank.serving.protos  # noqa: F401 - generate the code before the proxy imports it
-    from deployments.app import GRPC_SERVICER_FUNCTIONS
+    from shoprank.serve_app.app import GRPC_SERVICER_FUNCTIONS
 
     serve.start(
         http_options=HTTPOptions(host="127.0.0.1", port=http_port or free_port()),
@@ -55,8 +52,7 @@ def deploy(app_args: dict[str, Any], name: str = DEFAULT_APPLICATION, blocking: 
     """Deploy (or roll out a new version of) the search app; returns once it is running."""
     from ray import serve
 
-    ensure_repo_on_path()
-    from deployments.app import build_app
+    from shoprank.serve_app.app import build_app
 
     serve.run(build_app(app_args), name=name, route_prefix=f"/{name}", blocking=blocking)
 

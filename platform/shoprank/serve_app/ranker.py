@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 from ray import serve
-from shoprank.retrieval.artefact import load_artefact
-from shoprank.serving.pipeline import RankedList, Ranker, RankJob
 
-from deployments._common import BatchStats, items_in, per_call, replica_model, set_batching
+from shoprank.retrieval.artefact import load_artefact
+from shoprank.serve_app.common import BatchStats, items_in, per_call, replica_model, set_batching
+from shoprank.serving.pipeline import RankedList, Ranker, RankJob
 
 
 @serve.deployment(

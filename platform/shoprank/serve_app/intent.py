@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 from ray import serve
-from shoprank.retrieval.artefact import read_index_manifest
-from shoprank.serving.pipeline import IntentResult, QueryEncoder
 
-from deployments._common import BatchStats, items_in, per_call, replica_model, set_batching
+from shoprank.retrieval.artefact import read_index_manifest
+from shoprank.serve_app.common import BatchStats, items_in, per_call, replica_model, set_batching
+from shoprank.serving.pipeline import IntentResult, QueryEncoder
 
 
 @serve.deployment(

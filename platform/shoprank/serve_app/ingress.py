@@ -25,13 +25,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+
+from shoprank.serve_app.common import BatchStats, Coalescer
 from shoprank.serving.auth import check_token, resolve_token
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import RankJob, SearchResult, to_response
 from shoprank.serving.protos import pb2
 from shoprank.serving.validation import InvalidRequest, Query, validate_rank, validate_search
-
-from deployments._common import BatchStats, Coalescer
 
 log = logging.getLogger("ray.serve")
 

@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 from ray import serve
+
 from shoprank.retrieval.artefact import load_artefact
 from shoprank.retrieval.index import FilterSpec
+from shoprank.serve_app.common import BatchStats, items_in, per_call, set_batching
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import Retriever
-
-from deployments._common import BatchStats, items_in, per_call, set_batching
 
 RetrieveJob = tuple[np.ndarray, FilterSpec | None, int]
 Retrieved = tuple[np.ndarray, str, str, float]
