@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup triton-env demo test lint bench clean
+.PHONY: setup triton-env demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,13 +20,19 @@ triton-env: setup
 demo: setup
 	$(VENV)/bin/shoprank demo
 
+# Both tiers: tests/unit (no Ray, about a minute) and tests/ray (real Ray, Serve, gRPC, Triton).
 test: setup triton-env
-	$(PY) -m ruff check platform deployments jobs tests bench
+	$(PY) -m ruff check setup.py platform deployments jobs tests bench
 	$(PY) -m pytest -q
 
+# The fast loop while editing: ruff and the unit tier only.
+test-fast: setup
+	$(PY) -m ruff check setup.py platform deployments jobs tests bench
+	$(PY) -m pytest -q tests/unit
+
 lint: setup
-	$(PY) -m ruff check platform deployments jobs tests bench
-	$(PY) -m ruff format --check platform deployments jobs tests bench
+	$(PY) -m ruff check setup.py platform deployments jobs tests bench
+	$(PY) -m ruff format --check setup.py platform deployments jobs tests bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -30,7 +30,7 @@ DEFAULT_FILE = (
 
 
 def csv_module_load(path: Path) -> dict[str, int]:
-    """The same parsing work as loaders.load_homedepot, with the standard csv module."""
+    """The same parsing work as shoprank.data.sources.homedepot.load_homedepot, with the standard csv module."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shoprank.ray_runtime import init_ray
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -163,6 +165,19 @@ def floor_items_per_s(catalogue: Path, shard_size: int, batch_size: int, encoder
     }
 
 
+def stop_after(max_shards: int | None):  # noqa: ANN201 - the runner's on_shard callback, or None
+    """An ``on_shard`` callback that stops the campaign after ``max_shards`` scored shards."""
+    if not max_shards:
+        return None
+    done: list[int] = []
+
+    def on_shard(k: int) -> bool:
+        done.append(k)
+        return len(done) >= max_shards
+
+    return on_shard
+
+
 def ray_items_per_s(
     catalogue: Path,
     out: Path,
@@ -178,7 +193,7 @@ def ray_items_per_s(
     spec = parse_spec({**SPEC, "output": str(out)})
     t0 = time.perf_counter()
     r = run_campaign(spec, catalogue, encoder=encoder, shard_size=shard_size, inner_batch_size=batch_size,
-                     num_actors=actors, progress=False, stop_after_shards=max_shards)  # fmt: skip
+                     num_actors=actors, progress=False, on_shard=stop_after(max_shards))  # fmt: skip
     dt = time.perf_counter() - t0
     items = r.rows if r.complete else min(r.rows, r.shards_computed * shard_size)
     return {"items": items, "seconds": round(dt, 2), "items_per_s": round(items / dt, 1), "actors": actors,
@@ -194,7 +209,7 @@ def bench_ray_vs_floor(cat: Path, work: Path, shard_size: int, batch_size: int, 
           flush=True)  # fmt: skip
     floor = floor_items_per_s(cat, shard_size, batch_size, encoder)
     print(f"    floor: {floor}", flush=True)
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=cores, with_runtime_env=False)
     try:
         job = ray_items_per_s(cat, work / "out-ray", shard_size, batch_size, encoder, cores)
     finally:
@@ -213,7 +228,7 @@ def bench_nodes(work: Path, n: int, shard_size: int, batch_size: int) -> dict[st
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     rows = []
     try:
-        ray.init(address=cluster.address, log_to_driver=False)
+        init_ray(cluster.address, with_runtime_env=False)
         for nodes in (1, 2):
             if nodes == 2:
                 cluster.add_node(num_cpus=1)
@@ -235,7 +250,7 @@ def memory_child(catalogue: Path, out: Path, shard_size: int, max_shards: int | 
     import ray
 
     cores = os.cpu_count() or 1
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=cores, with_runtime_env=False)
     with PeakSampler() as sampler:
         res = ray_items_per_s(catalogue, out, shard_size, 256, "tiny", cores, max_shards)
     res["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -130,6 +130,7 @@ def build_catalogue_index(n: int, out: Path, cache: Path, embed_max: int | None)
 
 
 def bench_catalogue(n: int, args, out: Path) -> dict:
+    from shoprank.net import free_port
     from shoprank.serve_app import server
     from shoprank.serving.client import SearchClient
     from shoprank.serving.config import ServingConfig
@@ -146,7 +147,7 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
     # Both paths are up at once and measured in alternating rounds on the same requests, so a
     # change in background load hits both sides of every ratio alike.
     pipe = SearchPipeline(index, encoder="minilm", config=ServingConfig(**serving))
-    port = server.free_port()
+    port = free_port()
     server.start_serve(port)
     server.deploy({"index_dir": str(index), "encoder": "minilm", "serving": serving,
                    "torch_threads": args.torch_threads, "ingress_max_ongoing_requests": 64,
@@ -400,13 +401,15 @@ def main(argv: list[str] | None = None) -> int:
           f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; encoder all-MiniLM-L6-v2 (pretrained)")  # fmt: skip
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if not args.skip_serving:
+        from shoprank.net import free_port
+        from shoprank.ray_runtime import init_ray
         from shoprank.serve_app import server
 
-        server.init_ray(num_cpus=args.num_cpus)
+        init_ray(num_cpus=args.num_cpus, serve=True)
         try:
             if not args.floor_only:
                 results["catalogues"] = [bench_catalogue(n, args, args.out) for n in args.sizes]
-            server.start_serve(server.free_port())
+            server.start_serve(free_port())
             results["serve_hop_floor"] = bench_hop_floor(work_ms=floor_work_ms(results.get("catalogues")))
         finally:
             server.shutdown()

@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
+    from shoprank.tasks.examples import build_task_data
     from shoprank.train.config import load_config
     from shoprank.train.driver import train
     from shoprank.train.loop import WorkerContext, frame_to_arrays, run_training
-    from shoprank.train.tasks import build_task_data
 
     cfg = load_config((REPO / "configs" / "tiny.yaml") if args.quick else DEMO_CONFIG, base=REPO)
     cfg = cfg.model_copy(
@@ -70,13 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     results["plain loop"] = {"samples_per_s": _steady(hist), "wall_s": time.perf_counter() - t0}
 
     import ray
+    from shoprank.ray_runtime import init_ray
 
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, 3),
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
-    )
+    init_ray(num_cpus=max(os.cpu_count() or 1, 3))
     for n in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

@@ -20,10 +20,10 @@ import tempfile
 import time
 
 import torch
+from shoprank.tasks.examples import build_task_data
 from shoprank.train.config import load_config
-from shoprank.train.driver import _init_ray
+from shoprank.train.driver import init_training_ray
 from shoprank.train.loop import frame_to_arrays, run_training
-from shoprank.train.tasks import build_task_data
 from shoprank.tune.config import load_tune_config
 from shoprank.tune.driver import make_trainable, run_search
 from shoprank.tune.trainable import trial_train_config, val_frames
@@ -45,7 +45,7 @@ def main() -> int:
     base = load_config(cfg.train_config)
     data = build_task_data(base)
     searched = [t for t in (cfg.search.tasks or list(base.tasks)) if t in base.tasks]
-    _init_ray(None, args.concurrency)
+    init_training_ray(None, args.concurrency)
 
     t0 = time.perf_counter()
     grid = run_search(cfg, base, make_trainable(cfg, base, data), searched)

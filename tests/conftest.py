@@ -1,4 +1,8 @@
-"""Shared fixtures: one real local Ray per test session, and the shared data directory."""
+"""Shared fixtures: one real local Ray per test session, and the shared data directory.
+
+Two tiers: ``tests/unit`` (no Ray; ``make test-fast``, about a minute) and ``tests/ray`` (real
+Ray, Serve, gRPC, Triton). A unit test asking for ``ray_local`` fails: it belongs in tests/ray.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.store_fixtures import store, store_server  # noqa: F401 - a real store server per session
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHOPRANK_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -35,20 +41,13 @@ def shared_file(shared_data: Path, rel: str) -> Path:
 def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A real local Ray, started once per session, with its temp dir inside pytest's tmp."""
     import ray
-    from shoprank.serve_app.server import apply_serve_perf_env
+    from shoprank.ray_runtime import init_ray
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # local tests only
-    apply_serve_perf_env()  # Serve's proxy runs with the request-path settings `shoprank serve` uses
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "240")  # a loaded 2-core machine starts slowly
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     temp_dir = tmp_path_factory.mktemp("ray")
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        _temp_dir=str(temp_dir),
-        log_to_driver=False,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
-    )
+    # serve=True: Serve's proxy runs with the request-path settings `shoprank serve` uses
+    init_ray(num_cpus=4, serve=True, _temp_dir=str(temp_dir))
     yield
     try:
         from ray import serve
@@ -57,3 +56,11 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     except Exception:  # noqa: BLE001 - best effort at teardown
         pass
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test under tests/unit that needs ``ray_local`` (directly or through a fixture) is an error."""
+    unit = REPO / "tests" / "unit"
+    wrong = [i.nodeid for i in items if "ray_local" in getattr(i, "fixturenames", ()) and unit in i.path.parents]
+    if wrong:
+        raise pytest.UsageError("tests/unit must not start Ray; move to tests/ray: " + ", ".join(wrong))

@@ -8,9 +8,6 @@ hence every output byte, is deterministic.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from shoprank.campaign.source import atomic_write_parquet
+from shoprank.files import staged_dir
 
 RANKED_COLUMNS = (
     "item_id",
@@ -69,25 +67,20 @@ def partition_dir_name(segment: str) -> str:
 def write_partitioned(ranked: pl.DataFrame, directory: Path) -> list[Path]:
     """Write one ``segment=<value>/part-0.parquet`` per segment; swap the whole tree in at the end."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     paths = []
     table_schema = None
-    for (segment,), part in ranked.partition_by("segment", as_dict=True, maintain_order=True).items():
-        table = part.to_arrow()
-        if table_schema is None:
-            table_schema = pa.schema(
-                [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type) for f in table.schema]
-            )
-        table = table.cast(table_schema)
-        rel = Path(partition_dir_name(str(segment))) / "part-0.parquet"
-        atomic_write_parquet(table, staging / rel)
-        paths.append(directory / rel)
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with staged_dir(directory) as staging:
+        for (segment,), part in ranked.partition_by("segment", as_dict=True, maintain_order=True).items():
+            table = part.to_arrow()
+            if table_schema is None:
+                table_schema = pa.schema(
+                    [
+                        pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
+                        for f in table.schema
+                    ]
+                )
+            table = table.cast(table_schema)
+            rel = Path(partition_dir_name(str(segment))) / "part-0.parquet"
+            atomic_write_parquet(table, staging / rel)
+            paths.append(directory / rel)
     return paths

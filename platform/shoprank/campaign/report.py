@@ -7,7 +7,6 @@ is byte-identical between an uninterrupted run and a resumed one. Run timings li
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import polars as pl
 
 from shoprank.campaign.scoring import SCORE_COLUMNS
 from shoprank.campaign.spec import CampaignSpec
-from shoprank.model.checkpoint import atomic_write_text
+from shoprank.files import atomic_path, atomic_write_text
 
 MAX_PLOTTED_SEGMENTS = 6
 TOP_IN_REPORT = 10
@@ -41,10 +40,8 @@ def _plt():  # noqa: ANN202 - matplotlib.pyplot module
 
 
 def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
 
 
 def _md_escape(text: Any) -> str:

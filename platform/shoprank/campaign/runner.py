@@ -35,7 +35,10 @@ from shoprank.campaign import ranking, source
 from shoprank.campaign.scoring import MONTH_COLUMNS, SCORE_COLUMNS, ShardScorer, zero_shot_scores
 from shoprank.campaign.spec import CampaignSpec
 from shoprank.errors import ConfigError, DataError
-from shoprank.model.checkpoint import atomic_write_text, model_version, read_manifest
+from shoprank.files import atomic_write_json
+from shoprank.model.checkpoint import model_version, read_manifest
+from shoprank.model.registry import CLASS_TASKS
+from shoprank.ray_runtime import init_ray
 
 HIST_BINS = 50
 DEFAULT_SHARD_SIZE = 4096
@@ -106,9 +109,10 @@ class CampaignRunner:
         use_gpu: bool | None = None,
         output: str | Path | None = None,
         progress: bool = True,
-        stop_after_shards: int | None = None,
-        on_shard: Callable[[int], None] | None = None,
+        on_shard: Callable[[int], bool | None] | None = None,
     ) -> None:
+        """``on_shard(k)`` is called after shard ``k`` is committed; if it returns True the run stops
+        there, as a killed job would (finished shards stay; a rerun resumes)."""
         if shard_size < 1:
             raise ConfigError(f"shard_size: must be >= 1, got {shard_size}")
         self.spec = spec
@@ -125,7 +129,6 @@ class CampaignRunner:
         self.shards_dir = self.work / "shards"
         self.quarantine_dir = self.out / "quarantine"
         self.progress = progress
-        self.stop_after_shards = stop_after_shards
         self.on_shard = on_shard
         self.loader_quarantined = 0
 
@@ -154,7 +157,7 @@ class CampaignRunner:
             self.catalogue, self.fmt, staged, self.quarantine_dir / "loader.parquet"
         )
         self.loader_quarantined = n_bad
-        atomic_write_text(loader_info, json.dumps({"quarantined": n_bad}))
+        atomic_write_json(loader_info, {"quarantined": n_bad})
         return staged, "parquet"
 
     def _fingerprint(self, version: str) -> dict[str, Any]:
@@ -186,7 +189,7 @@ class CampaignRunner:
                     shutil.rmtree(stale, ignore_errors=True)
                 for stale in (self.out / "report.md", self.out / "summary.json"):
                     stale.unlink(missing_ok=True)
-        atomic_write_text(manifest_path, json.dumps(fingerprint, indent=2, sort_keys=True))
+        atomic_write_json(manifest_path, fingerprint, indent=2, sort_keys=True)
 
     def _paths(self, k: int) -> tuple[Path, Path, Path]:
         return (
@@ -205,7 +208,7 @@ class CampaignRunner:
         keep = [c for c in ranking.RANKED_COLUMNS if c != "rank"]
         source.atomic_write_parquet(ok.select(keep).to_arrow(), scores_path)
         source.atomic_write_parquet(ranking.shard_top(ok, self.spec.top_n).to_arrow(), top_path)
-        atomic_write_text(stats_path, json.dumps(_stats_for_shard(df), sort_keys=True))
+        atomic_write_json(stats_path, _stats_for_shard(df), sort_keys=True)
 
     def _pool(self) -> tuple[int, float, float, int]:
         """(actors, CPUs per actor, GPUs per actor, torch threads per actor) for this cluster."""
@@ -225,12 +228,8 @@ class CampaignRunner:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> CampaignResult:
-        import ray
-        import ray.data
-
         t0 = time.perf_counter()
-        if not ray.is_initialized():
-            ray.init(ignore_reinit_error=True, log_to_driver=False)
+        init_ray()  # a local Ray unless one is running (a submitted job's driver has joined its cluster)
         version, zero_shot = self._model_info()
         if self.spec.segments is not None and self.spec.segments.by == "intent" and not self.spec.segments.values:
             if "intent" not in (_ManifestHeads(read_manifest(self.checkpoint)).trained if self.checkpoint else set()):
@@ -283,7 +282,7 @@ class CampaignRunner:
             "elapsed_s": round(result.elapsed_s, 3),
             "items_per_s": round(result.items_per_s, 1),
         }
-        atomic_write_text(self.out / "run.json", json.dumps(run_info, indent=2, sort_keys=True))
+        atomic_write_json(self.out / "run.json", run_info, indent=2, sort_keys=True)
         self._log(
             f"{'done' if complete else 'stopped early'}: {computed} shards scored, {skipped} skipped, "
             f"{result.items_per_s:.0f} items/s, {result.elapsed_s:.1f}s"
@@ -345,10 +344,8 @@ class CampaignRunner:
                         self._commit(k, pl.concat(partial.pop(k)))
                         computed += 1
                         rows += expected[k]
-                        if self.on_shard is not None:
-                            self.on_shard(k)
-                        if self.stop_after_shards is not None and computed >= self.stop_after_shards:
-                            self._log(f"stopping after {computed} shard(s) (stop_after_shards)")
+                        if self.on_shard is not None and self.on_shard(k):
+                            self._log(f"stopping after {computed} shard(s) (on_shard)")
                             return computed, rows
                     elif counts[k] > expected[k]:
                         raise DataError(f"shard {k}: got {counts[k]} rows, expected {expected[k]}")
@@ -391,7 +388,7 @@ class CampaignRunner:
                 for s, v in agg["segments"].items()
             },
         }
-        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
+        atomic_write_json(self.out / "summary.json", summary, indent=2, sort_keys=True)
         result.report = report.write_report(self.out, self.spec, summary, agg, ranked)
 
 
@@ -439,7 +436,7 @@ class _ManifestHeads:
         self.label_maps = manifest.get("label_maps") or {}
 
     def is_trained(self, task: str) -> bool:
-        if task in ("intent", "category", "season") and not self.label_maps.get(task):
+        if task in CLASS_TASKS and not self.label_maps.get(task):
             return False
         return task in self.trained
 

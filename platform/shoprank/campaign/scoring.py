@@ -32,9 +32,11 @@ import numpy as np
 import pyarrow as pa
 
 from shoprank.batch.embed import ItemEmbedder, batch_texts
-from shoprank.campaign.spec import MONTH_SEASON, SEASON_MONTHS, CampaignSpec
+from shoprank.campaign.spec import CampaignSpec
+from shoprank.data.calendar import MONTH_SEASON, SEASON_MONTHS, SEASONS
 from shoprank.model.features import item_numeric_features
 from shoprank.model.lexical import lexical_features
+from shoprank.model.prototypes import CAMPAIGN_TEMPERATURE, ZeroShotClasses
 from shoprank.model.scoring import class_probs, score_pairs
 from shoprank.model.text import title_of
 
@@ -44,9 +46,7 @@ SEASON_DESCRIPTIONS: dict[str, str] = {
     "summer": "light summer clothing, sandals, beach",
     "fall": "autumn clothing, layers, hoodies, back to school",
 }
-SEASONS4 = tuple(SEASON_MONTHS)  # winter, spring, summer, fall
 ALL_SEASON_FIT = 0.5  # an all-season item fits any window half-way
-ZERO_SHOT_TEMPERATURE = 0.05
 SCORE_COLUMNS = ("score", "theme_relevance", "season_fit", "demand", "click")
 MONTH_COLUMNS = tuple(f"demand_m{m:02d}" for m in range(1, 13))
 DECIMALS = 6
@@ -130,12 +130,13 @@ class CampaignScorer(ItemEmbedder):
         self.dim = self.theme_emb.shape[1]
         self.zero_shot = zero_shot_scores(self.model)
         # Season classes: trained head's label map, or the four zero-shot descriptions.
+        self.season_zero_shot: ZeroShotClasses | None = None
         if "season_fit" in self.zero_shot:
-            self.season_labels = list(SEASONS4)
-            self.season_protos = self.model.embed([SEASON_DESCRIPTIONS[s] for s in SEASONS4])
+            self.season_labels = list(SEASONS)
+            descriptions = [SEASON_DESCRIPTIONS[s] for s in SEASONS]
+            self.season_zero_shot = ZeroShotClasses(self.model, descriptions, CAMPAIGN_TEMPERATURE, dtype=np.float64)
         else:
             self.season_labels = list(self.model.label_maps["season"])
-            self.season_protos = None
         weights = self.spec.season_weights()
         keys = [lbl.strip().lower().replace("autumn", "fall") for lbl in self.season_labels]
         self.season_target = np.array([weights.get(k, ALL_SEASON_FIT if k == "all" else 0.0) for k in keys])
@@ -143,11 +144,11 @@ class CampaignScorer(ItemEmbedder):
         self.season_month = season_month_matrix(self.season_labels)
         seg = self.spec.segments
         self.intent_labels: list[str] | None = None
-        self.intent_protos: np.ndarray | None = None
+        self.intent_zero_shot: ZeroShotClasses | None = None
         if seg is not None and seg.by == "intent":
             if seg.values:
                 self.intent_labels = list(seg.values)
-                self.intent_protos = self.model.embed(self.intent_labels)
+                self.intent_zero_shot = ZeroShotClasses(self.model, self.intent_labels, CAMPAIGN_TEMPERATURE)
             elif self.model.is_trained("intent"):
                 self.intent_labels = list(self.model.label_maps["intent"])
             else:
@@ -155,19 +156,16 @@ class CampaignScorer(ItemEmbedder):
 
     # -- per-chunk scoring -----------------------------------------------------------------
     def _season_probs(self, emb: np.ndarray) -> np.ndarray:
-        if self.season_protos is None:
-            probs = class_probs(self.model, "season", emb)
-            assert probs is not None
-            return probs[0].astype(np.float64)
-        logits = (emb @ self.season_protos.T).astype(np.float64) / ZERO_SHOT_TEMPERATURE
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        if self.season_zero_shot is not None:
+            return self.season_zero_shot.probs(emb)
+        probs = class_probs(self.model, "season", emb)
+        assert probs is not None
+        return probs[0].astype(np.float64)
 
     def _intent(self, emb: np.ndarray) -> list[str]:
         assert self.intent_labels is not None
-        if self.intent_protos is not None:
-            idx = (emb @ self.intent_protos.T).argmax(axis=1)
+        if self.intent_zero_shot is not None:
+            idx = self.intent_zero_shot.predict(emb)
         else:
             probs = class_probs(self.model, "intent", emb)
             assert probs is not None

@@ -8,8 +8,6 @@ filters are kept out of scoring and counted.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pyarrow.parquet as pq
 
 from shoprank.data.schemas import CATALOGUE
 from shoprank.errors import ConfigError, DataError
+from shoprank.files import atomic_path
 
 CANONICAL_FORMATS = ("parquet", "csv")
 REQUIRED = ("item_id", "title")
@@ -189,16 +188,9 @@ def validate(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    """Write a parquet file via a temp file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """Write a zstd parquet file atomically (``shoprank.files.atomic_path``)."""
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_shard(

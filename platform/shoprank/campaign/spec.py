@@ -23,17 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shoprank.data.calendar import MONTH_SEASON, SEASON_MONTHS
 from shoprank.errors import ConfigError
 from shoprank.yamlconfig import read_yaml
 
-SEASON_MONTHS: dict[str, tuple[int, ...]] = {
-    "winter": (12, 1, 2),
-    "spring": (3, 4, 5),
-    "summer": (6, 7, 8),
-    "fall": (9, 10, 11),
-}
-MONTH_SEASON: dict[int, str] = {m: s for s, ms in SEASON_MONTHS.items() for m in ms}
-SEGMENT_KINDS = ("category", "season", "intent", "locale", "column")
 BLEND_KEYS = ("theme", "season", "demand", "click")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

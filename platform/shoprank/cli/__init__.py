@@ -6,10 +6,11 @@ import argparse
 import importlib
 import sys
 
+from shoprank.cli.options import warn_deprecated
 from shoprank.errors import ShoprankError
 
 # Modules under shoprank.cli that each define ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("data", "demo", "tune", "campaign", "train", "evaluate", "serve")
+COMMAND_MODULES: tuple[str, ...] = ("data", "demo", "tune", "campaign", "train", "evaluate", "serve", "events")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; user errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
+    warn_deprecated(args)
     try:
         return int(args.func(args) or 0)
     except ShoprankError as e:

@@ -1,7 +1,7 @@
 """Ray job: score a whole catalogue for a seasonal campaign.
 
     ray job submit --working-dir . -- python -m jobs.score_catalogue \\
-        --campaign campaigns/winter-2026.yaml --catalogue PATH [--format F] [--checkpoint CK]
+        --campaign campaigns/winter-2026.yaml --catalogue PATH [--format F] [--checkpoint CK] [--out DIR]
 
 Connects to the cluster the job runs on (or starts a local Ray when run directly), scores
 every shard on a Ray Data actor pool, and writes ranked parquet plus the report under the
@@ -15,17 +15,18 @@ import os
 import sys
 
 from shoprank.cli.campaign import add_job_arguments, run_from_args
+from shoprank.cli.options import warn_deprecated
 from shoprank.errors import ShoprankError
+from shoprank.ray_runtime import init_ray
 
 
 def main(argv: list[str] | None = None) -> int:
-    import ray
-
     parser = argparse.ArgumentParser(prog="python -m jobs.score_catalogue", description=__doc__.splitlines()[0])
     add_job_arguments(parser)
     args = parser.parse_args(argv)
+    warn_deprecated(args, "score_catalogue")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ray.init(ignore_reinit_error=True, log_to_driver=False)  # joins the job's cluster when submitted
+    init_ray(with_runtime_env=False)  # joins the job's cluster (and keeps the job's runtime env) when submitted
     try:
         return run_from_args(args)
     except ShoprankError as e:

@@ -62,21 +62,16 @@ def stage_validate(ctx: DemoContext) -> None:
 
 
 def stage_ray(ctx: DemoContext) -> None:
-    """Start one local Ray for every later stage (its temp files under OUT/ray)."""
+    """Start one local Ray for every later stage (Serve's process env applied: the serve stage's
+    gRPC proxy starts from this environment)."""
     import os
 
     import ray
 
-    from shoprank.serve_app.server import apply_serve_perf_env
+    from shoprank.ray_runtime import init_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user Ray on this machine
-    apply_serve_perf_env()  # the serve stage's gRPC proxy starts from this environment
-    if not ray.is_initialized():
-        ray.init(
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
-        )
+    init_ray(serve=True)
     res = ray.cluster_resources()
     print(f"  local Ray: {res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs")
 

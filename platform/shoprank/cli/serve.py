@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from shoprank.cli.events import add_store_options, store_url
+from shoprank.cli.options import add_address, add_target
 from shoprank.errors import ConfigError
 
 
@@ -31,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     s.add_argument("--name", default="shoprank", help="Serve application name (default shoprank)")
     s.add_argument("--data", default="out/demo/data", help="demo data folder used when --index is not given")
+    add_store_options(s)
     s.set_defaults(func=cmd_serve)
 
     q = sub.add_parser(
@@ -40,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("query")
     q.add_argument("-k", type=int, default=10, help="results wanted (default 10)")
-    q.add_argument("--address", default="localhost:9000", help="host:port (default localhost:9000)")
+    add_target(q)
     q.add_argument("--token", default=os.environ.get("SHOPRANK_TOKEN"), help="bearer token ($SHOPRANK_TOKEN)")
     q.add_argument("--tls", action="store_true", help="use TLS")
     q.add_argument("--ca", default=None, help="CA / self-signed certificate PEM to trust (implies --tls)")
@@ -63,22 +66,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embed it on a Ray Data actor pool and write DIR atomically (embeddings.npy, items.parquet, "
         "hnsw.bin beyond the threshold, manifest.json).",
     )
+    add_index_arguments(b)
+    b.set_defaults(func=cmd_index_build)
+
+
+def add_index_arguments(b: argparse.ArgumentParser) -> None:
+    """Arguments of an index build (shared by ``shoprank index build`` and ``shoprank.cli.index_job``)."""
     b.add_argument("--catalogue", required=True, help="catalogue file (or source folder with --format)")
     b.add_argument("--format", default=None, help="loader format (default: by extension, parquet or csv)")
     b.add_argument("--checkpoint", default=None, help="model checkpoint (default: the pretrained encoder)")
     b.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"])
     b.add_argument("--out", required=True, help="artefact directory to write")
     b.add_argument("--num-actors", type=int, default=1, help="embedding actors (default 1)")
+    b.add_argument("--batch-size", type=int, default=256, help="items per encoder forward pass (default 256)")
     b.add_argument("--hnsw-threshold", type=int, default=50_000, help="build HNSW at or above this many items")
-    b.set_defaults(func=cmd_index_build)
+    add_address(b)
 
 
 # -- serve ------------------------------------------------------------------------------------
 def _default_index(args: argparse.Namespace) -> str:
     """Build (once) an index of the demo catalogue for `shoprank serve` without --index."""
+    from shoprank.model.checkpoint import expected_model_version
     from shoprank.retrieval.artefact import read_index_manifest
     from shoprank.retrieval.build import build_index
-    from shoprank.serving.pipeline import expected_model_version
 
     out = Path("out/serve/index")
     want = expected_model_version(args.checkpoint, args.encoder)
@@ -102,7 +112,10 @@ def _default_index(args: argparse.Namespace) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from shoprank.net import free_port
+    from shoprank.ray_runtime import init_ray
     from shoprank.serve_app import server
+    from shoprank.store.server import running_store, stop_local_store
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
@@ -115,15 +128,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["SHOPRANK_TLS_CERT"] = str(Path(args.tls_cert).resolve())
         os.environ["SHOPRANK_TLS_KEY"] = str(Path(args.tls_key).resolve())
         os.environ["SHOPRANK_TLS_PORT"] = str(args.port)
-        grpc_port = args.plaintext_port or server.free_port()
+        grpc_port = args.plaintext_port or free_port()
     stop = threading.Event()
+    own_store = not args.store and running_store(args.store_dir) is None  # started here: stopped here
 
     def _on_signal(signum: int, _frame: object) -> None:
         print(f"\nshoprank serve: {signal.Signals(signum).name}, shutting down ...", flush=True)
         stop.set()
 
     try:
-        server.init_ray(num_cpus=args.num_cpus)
+        init_ray(num_cpus=args.num_cpus, serve=True)
         # After ray.init, which installs its own SIGTERM handler in the driver.
         signal.signal(signal.SIGINT, _on_signal)
         signal.signal(signal.SIGTERM, _on_signal)
@@ -134,16 +148,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             app_args["checkpoint"] = str(Path(args.checkpoint).resolve())
         if args.token:
             app_args["token"] = args.token
+        app_args["store_url"] = store_url(args)
         server.deploy(app_args, name=args.name)
         where = f"TLS on :{args.port} (plaintext :{grpc_port})" if args.tls_cert else f":{grpc_port}"
         auth = "bearer token required" if (args.token or os.environ.get("SHOPRANK_TOKEN")) else "no auth"
-        print(f"shoprank serving app {args.name!r} over gRPC {where}, {auth}; index {index}. Ctrl-C to stop.",
-              flush=True)  # fmt: skip
-        print(f'try: shoprank search "winter boots" -k 10 --address localhost:{args.port}', flush=True)
+        print(f"shoprank serving app {args.name!r} over gRPC {where}, {auth}; index {index}; "
+              f"events to {app_args['store_url']}. Ctrl-C to stop.", flush=True)  # fmt: skip
+        print(f'try: shoprank search "winter boots" -k 10 --target localhost:{args.port}', flush=True)
         while not stop.wait(0.5):
             pass
     finally:
         server.shutdown()
+        if own_store:
+            stop_local_store(args.store_dir)
         print("shoprank serve: Serve and Ray stopped.", flush=True)
     return 0
 
@@ -170,7 +187,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--weight {name}={value}: not a number") from None
     client = SearchClient(
-        args.address, application=args.name, token=args.token, tls=args.tls or bool(args.ca), ca_file=args.ca,
+        args.target, application=args.name, token=args.token, tls=args.tls or bool(args.ca), ca_file=args.ca,
         timeout=args.timeout,
     )  # fmt: skip
     try:
@@ -201,19 +218,20 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # -- index build ------------------------------------------------------------------------------
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from shoprank.retrieval.build import build_index
-    from shoprank.serve_app import server
+    import ray
 
-    server.init_ray()
+    from shoprank.ray_runtime import init_ray
+    from shoprank.retrieval.build import build_index
+
+    started = init_ray(args.address)
     try:
         m = build_index(
             args.catalogue, args.out, checkpoint=args.checkpoint, encoder=args.encoder, fmt=args.format,
-            num_actors=args.num_actors, hnsw_threshold=args.hnsw_threshold,
+            num_actors=args.num_actors, batch_size=args.batch_size, hnsw_threshold=args.hnsw_threshold,
         )  # fmt: skip
     finally:
-        import ray
-
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     ann = "hnsw" if m.get("hnsw") else "exact"
     print(f"wrote {args.out}: {m['num_items']:,} items, dim {m['dim']}, {ann} search, "
           f"index_version {m['index_version']}, model {m['model_version']} ({m['total_seconds']}s)")  # fmt: skip

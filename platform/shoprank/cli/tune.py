@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
+from shoprank.cli.options import add_address, add_no_wait, add_submit
 from shoprank.errors import ShoprankError
 
 
@@ -14,8 +16,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.submit:
         from shoprank.cli.jobs import submit_job
 
-        cmd = f"python -m shoprank.tune.driver --config {args.config}" + (f" --out {args.out}" if args.out else "")
-        return submit_job(args.submit, cmd)
+        cmd = ["python", "-m", "shoprank.tune.driver", "--config", args.config]
+        if args.out:
+            cmd += ["--out", args.out]
+        return submit_job(args.submit, shlex.join(cmd), wait=not args.no_wait)
     from shoprank.tune.driver import sweep
 
     res = sweep(cfg, args.out, address=args.address)
@@ -36,15 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="sweep YAML, e.g. configs/tune.yaml")
     p.add_argument("--out", default=None, help="output directory (default: <storage_path>/<name> from the YAML)")
-    p.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster to run on in this process, e.g. 'auto' for a running `ray start --head` (default: local Ray)",
-    )
-    p.add_argument(
-        "--submit",
-        metavar="DASHBOARD_URL",
-        default=None,
-        help="submit as a Ray job instead (e.g. http://HEAD:8265), uploading this directory as the working dir",
-    )
+    add_address(p)
+    add_submit(p)
+    add_no_wait(p)
     p.set_defaults(func=_run)

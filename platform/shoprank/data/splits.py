@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from shoprank.errors import DataError
+from shoprank.hashing import unit_hash
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
 
@@ -24,12 +24,6 @@ def _names(n: int) -> list[str]:
     return list(SPLIT_NAMES) if n == 3 else [f"split{i}" for i in range(n)]
 
 
-def _unit_hash(key: str, seed: int) -> float:
-    """A stable number in [0, 1) for a group key (same across runs, machines and Python versions)."""
-    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2.0**64
-
-
 def split_by_query(
     df: pl.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, column: str = "query_id"
 ) -> dict[str, pl.DataFrame]:
@@ -43,7 +37,7 @@ def split_by_query(
     if column not in df.columns:
         raise DataError(f"split_by_query: no column {column!r} in frame (columns: {', '.join(df.columns)})")
     keys = df.get_column(column).cast(pl.Utf8).unique().drop_nulls()
-    u = np.array([_unit_hash(k, seed) for k in keys.to_list()])
+    u = np.array([unit_hash(k, seed, "big") for k in keys.to_list()])
     bounds = np.cumsum(f)[:-1]
     group = np.searchsorted(bounds, u, side="right") if len(u) else np.array([], dtype=np.int64)
     table = pl.DataFrame({"__key": keys, "__split": pl.Series(group, dtype=pl.Int64)})

@@ -26,18 +26,6 @@ BAD_TIMESTAMP = "bad timestamp"
 WRONG_FIELD_COUNT = "wrong field count"
 BAD_VALUE = "bad value"
 
-REASONS: tuple[str, ...] = (
-    UNPARSEABLE_NUMBER,
-    EMPTY_TITLE,
-    EMPTY_TEXT,
-    EMPTY_ID,
-    DUPLICATE_ID,
-    NEGATIVE_PRICE,
-    BAD_TIMESTAMP,
-    WRONG_FIELD_COUNT,
-    BAD_VALUE,
-)
-
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.Utf8(),
     "row": pl.Int64(),  # 1-based data row (header not counted); XML: 1-based entry number

@@ -1,4 +1,5 @@
-"""Evaluation metrics, pure NumPy. Conventions are stated per function.
+"""Evaluation metrics: ranking metrics in NumPy, F1/AUC from scikit-learn, Spearman from SciPy.
+Conventions are stated per function.
 
 Ranking metrics take one query at a time (``*_at_k``) or groups (``mean_*``); empty input
 returns ``nan`` rather than a misleading 0 or 1.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import f1_score, roc_auc_score
 
 
 def rmse(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> float:
@@ -101,48 +104,22 @@ def macro_f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if t.size == 0:
         return float("nan")
-    f1s = []
-    for c in np.unique(np.concatenate([t, p])):
-        tp = float(np.sum((t == c) & (p == c)))
-        fp = float(np.sum((t != c) & (p == c)))
-        fn = float(np.sum((t == c) & (p != c)))
-        denom = 2 * tp + fp + fn
-        f1s.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(f1s))
-
-
-def _rankdata(x: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based), ties share the mean rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    labels = np.unique(np.concatenate([t, p]))
+    return float(f1_score(t, p, labels=labels, average="macro", zero_division=0.0))
 
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman rank correlation (Pearson on average ranks); nan if either side is constant."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if a.size < 2:
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    ra, rb = _rankdata(a), _rankdata(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = np.sqrt((ra**2).sum() * (rb**2).sum())
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def roc_auc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tie correction); nan with one class."""
+    """Area under the ROC curve (ties count half); nan with one class."""
     t = np.asarray(y_true, dtype=np.float64) > 0.5
     s = np.asarray(y_score, dtype=np.float64)
-    n_pos, n_neg = int(t.sum()), int((~t).sum())
-    if n_pos == 0 or n_neg == 0:
+    if t.all() or not t.any():
         return float("nan")
-    r = _rankdata(s)
-    return float((r[t].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(t, s))

@@ -25,11 +25,6 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     return "\n".join(lines) + "\n"
 
 
-def results_rows(results: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """``{"task/metric": {"model": v, "bm25": v, ...}}`` -> rows with one column per system."""
-    return [{"metric": k, **v} for k, v in results.items()]
-
-
 def write_report(report: dict[str, Any], out_dir: str | Path, name: str = "eval") -> dict[str, Path]:
     """``<name>.json`` and ``<name>.md`` (the table of ``report["table"]``) in ``out_dir``."""
     out = Path(out_dir)

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,17 +23,19 @@ import torch
 
 from shoprank.errors import DataError
 from shoprank.eval import metrics as M
-from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, normalize_query, score_pairs_bm25
+from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, normalize_query
 from shoprank.eval.clickblend import ClickBlend
-from shoprank.eval.tasks import class_logits, embed_unique, numeric, pair_raw, retrieval_metrics
+from shoprank.eval.task_report import Caches, row, task_rows
+from shoprank.eval.tasks import numeric, pair_raw
 from shoprank.model.checkpoint import load_checkpoint, load_model, model_version
+from shoprank.model.embeddings import EmbeddingCache, embed_unique
 from shoprank.model.features import month_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.registry import spec
 from shoprank.model.text import item_text, title_of
-
-if TYPE_CHECKING:
-    from shoprank.train.config import SplitConfig
+from shoprank.tasks.config import DataConfig, SplitConfig
+from shoprank.tasks.examples import build_task_data, catalogue_view, time_split
 
 MAX_EVAL_ROWS = 4000
 # Best Buy lookup: clicks decay with a 7-day half-life; single words and the nearest known
@@ -71,15 +73,20 @@ def _cap(df: pl.DataFrame, n: int | None, seed: int = 0) -> pl.DataFrame:
 # -- ranking a catalogue --------------------------------------------------------------------
 @torch.inference_mode()
 def rank_catalogue(
-    model: MultiTaskModel, queries: list[str], items: pl.DataFrame, k: int = 100, head: str | None = None
+    model: MultiTaskModel,
+    queries: list[str],
+    items: pl.DataFrame,
+    k: int = 100,
+    head: str | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> dict[str, list[str]]:
     """Top-k catalogue ``item_id`` per query by the best trained head (click, then relevance),
     falling back to cosine similarity (zero-shot)."""
     model.eval()
     if head is None:
         head = next((t for t in ("click", "relevance") if model.is_trained(t)), "similarity")
-    iemb = embed_unique(model, items["item"].to_list())
-    qemb = embed_unique(model, queries)
+    iemb = embed_unique(model, items["item"].to_list(), cache)
+    qemb = embed_unique(model, queries, cache)
     ids = items["item_id"].to_list()
     titles = [title_of(t) for t in items["item"].to_list()]
     lexical = head in model.lexical and model.uses_lexical
@@ -105,8 +112,6 @@ def rank_catalogue(
 
 def catalogue_items(cat: pl.DataFrame) -> pl.DataFrame:
     """item_id, item text and numeric columns of a canonical catalogue."""
-    from shoprank.train.tasks import catalogue_view
-
     return catalogue_view(cat)
 
 
@@ -138,8 +143,6 @@ def click_log_split(
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """A click log cut by time (``split``), kept to the catalogue's items: (known clicks,
     history = train + val, test). The split is taken over every click, known or not."""
-    from shoprank.train.tasks import time_split
-
     ev = events.filter(pl.col("event_type") == "click").with_columns(pl.col("item_id").cast(pl.Utf8))
     ev = ev.with_columns(time_split(ev["timestamp"], split))
     known = ev.filter(pl.col("item_id").is_in(items["item_id"].implode()))
@@ -157,10 +160,6 @@ def fit_periods(train: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 # -- the checkpoint report --------------------------------------------------------------------
-def _row(task: str, source: str, metric: str, **values: float) -> dict[str, Any]:
-    return {"task": task, "source": source, "metric": metric, **{k: float(v) for k, v in values.items()}}
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -170,19 +169,15 @@ def evaluate_checkpoint(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every trained task on its held-out test split, per source, with baselines."""
-    from shoprank.train.config import TrainConfig
-    from shoprank.train.tasks import build_task_data
-
     t0 = time.perf_counter()
     model, manifest = load_checkpoint(checkpoint, device)
     if "train_config" not in manifest:
         raise DataError(f"{checkpoint}: manifest has no train_config; pass --judgements or --clicks instead")
-    cfg = TrainConfig.model_validate(manifest["train_config"])
+    cfg = DataConfig.of(manifest["train_config"])
     data = build_task_data(cfg)
-    zs = load_model(None, encoder=cfg.model.encoder, device=device)[0] if baselines else None
-    for m in (model, zs):  # weights are fixed from here on: embed each distinct text once
-        if m is not None:
-            m.embedding_cache = {}
+    zs = load_model(None, encoder=model.config.encoder, device=device)[0] if baselines else None
+    # weights are fixed from here on: embed each distinct text once per model
+    caches = Caches(EmbeddingCache(model), EmbeddingCache(zs) if zs is not None else None)
     rows: list[dict[str, Any]] = []
     say = log or (lambda s: None)
     for task in cfg.tasks:
@@ -193,7 +188,7 @@ def evaluate_checkpoint(
             test = _cap(test_all.filter(source_of(test_all) == source), max_rows, cfg.data_seed)
             train = train_all.filter(source_of(train_all) == source)
             say(f"eval {task}/{source}: {test.height} test rows")
-            rows.extend(_task_rows(model, zs, task, source, test, train))
+            rows.extend(task_rows(model, zs, spec(task), source, test, train, caches))
         if task == "click":
             for source in cfg.tasks["click"].sources:
                 frames = data.frames[source]
@@ -203,9 +198,9 @@ def evaluate_checkpoint(
                 items = catalogue_items(cat)
                 _, train, test = click_log_split(ev, items, cfg.split)
                 say(f"eval click ranking/{source}: {test.height} test clicks, time split")
-                res = click_ranking(model, zs, train, test, items)
+                res = click_ranking(model, zs, train, test, items, caches)
                 for metric in ("map@5", "recall@100"):
-                    rows.append(_row("click", source, metric, **{s: v[metric] for s, v in res.items()}))
+                    rows.append(row("click", source, metric, **{s: v[metric] for s, v in res.items()}))
     metrics = {f"{r['task']}/{r['source']}/{r['metric']}": r.get("model", float("nan")) for r in rows}
     return {
         "checkpoint": str(checkpoint),
@@ -219,7 +214,12 @@ def evaluate_checkpoint(
 
 
 def click_ranking(
-    model: MultiTaskModel, zs: MultiTaskModel | None, train: pl.DataFrame, test: pl.DataFrame, items: pl.DataFrame
+    model: MultiTaskModel,
+    zs: MultiTaskModel | None,
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    items: pl.DataFrame,
+    caches: Caches | None = None,
 ) -> dict[str, dict[str, float]]:
     lookup = QueryLookup(train["query"].to_list(), train["item_id"].to_list())
     recent = QueryLookup(
@@ -237,7 +237,7 @@ def click_ranking(
     def model_fn(qs: list[str]) -> dict[str, list[str]]:
         missing = [q for q in dict.fromkeys(qs) if q not in model_rank]
         if missing:
-            model_rank.update(rank_catalogue(model, missing, items))
+            model_rank.update(rank_catalogue(model, missing, items, cache=caches and caches.model))
         return model_rank
 
     systems: dict[str, Callable[[list[str]], dict[str, list[str]]]] = {"model": model_fn}
@@ -261,7 +261,7 @@ def click_ranking(
         zs_rank: dict[str, list[str]] = {}
 
         def zs_fn(qs: list[str]) -> dict[str, list[str]]:
-            zs_rank.update(rank_catalogue(zs, qs, items, head="similarity"))
+            zs_rank.update(rank_catalogue(zs, qs, items, head="similarity", cache=caches and caches.zero_shot))
             return zs_rank
 
         systems["zero_shot"] = zs_fn
@@ -287,80 +287,6 @@ def click_ranking(
             break
         per_click[name] = fitted.rank(train, test)
     return click_ranking_metrics(systems, test, per_click)
-
-
-def _task_rows(
-    model: MultiTaskModel, zs: MultiTaskModel | None, task: str, source: str, test: pl.DataFrame, train: pl.DataFrame
-) -> list[dict[str, Any]]:
-    y = test["label"].to_numpy()
-    rows = []
-    if task in ("intent", "category", "season"):
-        pred = class_logits(model, task, test).argmax(1)
-        majority = int(train["label"].mode().sort()[0]) if train.height else 0
-        base = np.full_like(pred, majority)
-        rows.append(
-            _row(
-                task,
-                source,
-                "accuracy",
-                model=M.accuracy(y.astype(int), pred),
-                majority=M.accuracy(y.astype(int), base),
-            )
-        )
-        rows.append(
-            _row(
-                task,
-                source,
-                "macro_f1",
-                model=M.macro_f1(y.astype(int), pred),
-                majority=M.macro_f1(y.astype(int), base),
-            )
-        )
-        if zs is not None and task == "intent":
-            names = list(model.label_maps[task])
-            protos = zs.embed([n.split(">")[-1].strip() for n in names])
-            q = embed_unique(zs, test["query"].to_list())
-            zpred = (q @ protos.T).argmax(1)
-            rows[-2]["zero_shot"] = M.accuracy(y.astype(int), zpred)
-            rows[-1]["zero_shot"] = M.macro_f1(y.astype(int), zpred)
-        return rows
-    if task == "retrieval":
-        m = retrieval_metrics(model, test)
-        z = retrieval_metrics(zs, test) if zs is not None else {}
-        for k in ("recall@10", "mrr"):
-            rows.append(_row(task, source, k, model=m[k], **({"zero_shot": z[k]} if z else {})))
-        return rows
-    raw = pair_raw(model, task, test)
-    if task == "click":
-        p = 1.0 / (1.0 + np.exp(-raw))
-        rows.append(_row(task, source, "auc", model=M.roc_auc(y, p)))
-        return rows
-    pred = np.clip(raw, 0.0, 1.0)
-    if task == "relevance":
-        mean = float(train["label"].mean()) if train.height else 0.5
-        rows.append(_row(task, source, "rmse", model=M.rmse(y, pred), mean_predictor=M.rmse(y, np.full_like(y, mean))))
-        g = test["group"].to_numpy()
-        extra = {"bm25": M.mean_ndcg_at_k(g, y, score_pairs_bm25(test["query"].to_list(), test["item"].to_list()), 10)}
-        if zs is not None:
-            qe, ie = embed_unique(zs, test["query"].to_list()), embed_unique(zs, test["item"].to_list())
-            extra["zero_shot"] = M.mean_ndcg_at_k(g, y, (qe * ie).sum(1), 10)
-        rows.append(_row(task, source, "ndcg@10", model=M.mean_ndcg_at_k(g, y, pred, 10), **extra))
-        return rows
-    if task == "demand":
-        prof = train.group_by("month").agg(pl.col("label").mean()).sort("month")
-        prof_map = dict(zip(prof["month"].to_list(), prof["label"].to_list(), strict=True))
-        naive = np.array([prof_map.get(m, 1.0 / 12) for m in test["month"].to_list()])
-        rows.append(
-            _row(
-                task,
-                source,
-                "rmse",
-                model=M.rmse(y, pred),
-                seasonal_naive=M.rmse(y, naive),
-                uniform=M.rmse(y, np.full_like(y, 1.0 / 12)),
-            )
-        )
-    return rows
 
 
 # -- generic inputs ---------------------------------------------------------------------------
@@ -426,7 +352,6 @@ def evaluate_clicks(
     reports as ``<system>/map@5``; ``model_all_clicks/*`` ranks every click by the model alone.
     """
     from shoprank.data import loaders
-    from shoprank.train.config import SplitConfig
 
     cat_fmt = "bestbuy-products" if str(catalogue).endswith((".xml", ".zip")) else "canonical"
     cat = loaders.load(catalogue, cat_fmt).frames.get("catalogue")
@@ -435,11 +360,11 @@ def evaluate_clicks(
         raise DataError(f"{clicks} / {catalogue}: need a click log and a product catalogue")
     items = catalogue_items(cat)
     model, manifest = load_checkpoint(checkpoint, device)
-    model.embedding_cache = {}
+    caches = Caches(EmbeddingCache(model))
     split = SplitConfig.model_validate(manifest.get("train_config", {}).get("split", {}))
     known, history, test = click_log_split(ev, items, split)
     queries = [normalize_query(q) for q in known["query"].to_list()]
-    ranked = rank_catalogue(model, list(dict.fromkeys(queries)), items)
+    ranked = rank_catalogue(model, list(dict.fromkeys(queries)), items, cache=caches.model)
     rel = [[i] for i in known["item_id"].to_list()]
     lists = [ranked[q] for q in queries]
     out: dict[str, Any] = {
@@ -452,7 +377,7 @@ def evaluate_clicks(
     out.update({"test_clicks": float(test.height), "history_clicks": float(history.height)})
     if test.is_empty() or history.is_empty():
         raise DataError(f"{clicks}: {known.height} clicks on catalogue items are too few to split by time")
-    res = click_ranking(model, None, history, test, items)
+    res = click_ranking(model, None, history, test, items, caches)
     system = "learned_blend" if "learned_blend" in res else "lookup+model"
     out.update({"system": system, "map@5": res[system]["map@5"], "recall@100": res[system]["recall@100"]})
     for name, m in res.items():

@@ -1,12 +1,17 @@
-"""Per-task predictions and metrics on example frames (``shoprank.train.tasks`` schema).
+"""One evaluator per task: predictions and metrics on example frames (``shoprank.tasks.examples``).
 
-Used twice: by the training loop for validation (early stopping) and by ``shoprank eval``
-on the held-out test split. Texts are embedded once per unique string.
+Used twice: by the training loop for validation (early stopping) and by ``shoprank eval`` on
+the held-out test split. ``EVALUATORS`` maps every registered task to its evaluator, chosen
+by the task's kind (``shoprank.model.registry``); each returns the spec's metrics plus
+``loss`` (the training loss on those rows). Pass an :class:`EmbeddingCache` to embed each
+distinct text once across calls while the weights are fixed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -14,37 +19,14 @@ import torch
 from torch.nn import functional as F
 
 from shoprank.eval import metrics as M
+from shoprank.model.embeddings import EmbeddingCache, embed_unique
 from shoprank.model.features import item_numeric_features, month_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.registry import SPECS, spec
 from shoprank.model.text import title_of
 
-# The primary metric of each task and whether higher is better (val_score uses these).
-PRIMARY: dict[str, tuple[str, bool]] = {
-    "intent": ("accuracy", True),
-    "category": ("accuracy", True),
-    "season": ("accuracy", True),
-    "relevance": ("rmse", False),
-    "click": ("auc", True),
-    "retrieval": ("recall@10", True),
-    "demand": ("rmse", False),
-}
-
-
-def embed_unique(model: MultiTaskModel, texts: list[str], batch_size: int = 128) -> np.ndarray:
-    """Embeddings [N, d] for ``texts``, computing each distinct text once."""
-    uniq = list(dict.fromkeys(texts))
-    cache: dict[str, np.ndarray] | None = getattr(model, "embedding_cache", None)  # set by the eval runner
-    if cache is not None:
-        todo = [t for t in uniq if t not in cache]
-        if todo:
-            cache.update(zip(todo, model.embed(todo, batch_size=batch_size), strict=True))
-        if not texts:
-            return np.zeros((0, model.encoder.dim), np.float32)
-        return np.stack([cache[t] for t in texts])
-    emb = model.embed(uniq, batch_size=batch_size) if uniq else np.zeros((0, model.encoder.dim), np.float32)
-    pos = {t: i for i, t in enumerate(uniq)}
-    return emb[[pos[t] for t in texts]] if texts else emb
+Evaluator = Callable[[MultiTaskModel, pl.DataFrame, "EmbeddingCache | None"], dict[str, float]]
 
 
 def numeric(df: pl.DataFrame) -> np.ndarray:
@@ -61,14 +43,13 @@ def frame_lexical(df: pl.DataFrame) -> np.ndarray:
 
 
 @torch.inference_mode()
-def pair_raw(model: MultiTaskModel, task: str, df: pl.DataFrame, batch_size: int = 512) -> np.ndarray:
+def pair_raw(
+    model: MultiTaskModel, task: str, df: pl.DataFrame, cache: EmbeddingCache | None = None, batch_size: int = 512
+) -> np.ndarray:
     """Raw head output per row (relevance / demand value, click logit), lexical term included."""
     model.eval()
-    i = embed_unique(model, df["item"].to_list())
-    if task == "demand":
-        q = np.zeros_like(i)
-    else:
-        q = embed_unique(model, df["query"].to_list())
+    i = embed_unique(model, df["item"].to_list(), cache)
+    q = embed_unique(model, df["query"].to_list(), cache) if spec(task).uses_query else np.zeros_like(i)
     num = numeric(df)
     mon = month_features(df["month"].to_numpy())
     out = []
@@ -86,22 +67,24 @@ def pair_raw(model: MultiTaskModel, task: str, df: pl.DataFrame, batch_size: int
 
 
 @torch.inference_mode()
-def class_logits(model: MultiTaskModel, task: str, df: pl.DataFrame) -> np.ndarray:
+def class_logits(model: MultiTaskModel, task: str, df: pl.DataFrame, cache: EmbeddingCache | None = None) -> np.ndarray:
     model.eval()
-    texts = df["query"].to_list() if task == "intent" else df["item"].to_list()
-    emb = torch.as_tensor(embed_unique(model, texts), device=model.device)
+    texts = df[spec(task).text_column].to_list()
+    emb = torch.as_tensor(embed_unique(model, texts, cache), device=model.device)
     return model.class_logits(task, emb).float().cpu().numpy()
 
 
-def retrieval_metrics(model: MultiTaskModel, df: pl.DataFrame, chunk: int = 32) -> dict[str, float]:
+def retrieval_metrics(
+    model: MultiTaskModel, df: pl.DataFrame, cache: EmbeddingCache | None = None, chunk: int = 32
+) -> dict[str, float]:
     """recall@10 / MRR of each query's relevant items among all items of the frame, and the
     in-chunk InfoNCE loss (the training loss, for val_loss)."""
     items = list(dict.fromkeys(df["item_id"].to_list()))
     ipos = {k: n for n, k in enumerate(items)}
     first_text = dict(zip(df["item_id"].to_list(), df["item"].to_list(), strict=True))
-    iemb = embed_unique(model, [first_text[k] for k in items])
+    iemb = embed_unique(model, [first_text[k] for k in items], cache)
     queries = list(dict.fromkeys(df["query"].to_list()))
-    qemb = embed_unique(model, queries)
+    qemb = embed_unique(model, queries, cache)
     rel: dict[str, set[int]] = {}
     for q, k in zip(df["query"].to_list(), df["item_id"].to_list(), strict=True):
         rel.setdefault(q, set()).add(ipos[k])
@@ -113,7 +96,7 @@ def retrieval_metrics(model: MultiTaskModel, df: pl.DataFrame, chunk: int = 32) 
         first = next(r for r, x in enumerate(ranked) if x in rel[q])
         rr.append(1.0 / (first + 1))
     # in-chunk loss, as in training
-    qrow = embed_unique(model, df["query"].to_list())
+    qrow = embed_unique(model, df["query"].to_list(), cache)
     irow = iemb[[ipos[k] for k in df["item_id"].to_list()]]
     scale = float(math.exp(min(float(model.logit_scale.detach()), 4.6052))) if hasattr(model, "logit_scale") else 20.0
     losses = []
@@ -127,28 +110,60 @@ def retrieval_metrics(model: MultiTaskModel, df: pl.DataFrame, chunk: int = 32) 
     return {"recall@10": float(np.mean(recalls)), "mrr": float(np.mean(rr)), "loss": float(np.mean(losses or [0.0]))}
 
 
-def task_metrics(model: MultiTaskModel, task: str, df: pl.DataFrame) -> dict[str, float]:
+# -- the evaluator of each kind -------------------------------------------------------------
+def _classification(task: str, model: MultiTaskModel, df: pl.DataFrame, cache: EmbeddingCache | None) -> dict:
+    y = df["label"].to_numpy()
+    logits = class_logits(model, task, df, cache)
+    pred = logits.argmax(1)
+    loss = float(F.cross_entropy(torch.as_tensor(logits), torch.tensor(y.astype(np.int64))))
+    return {"accuracy": M.accuracy(y.astype(int), pred), "macro_f1": M.macro_f1(y.astype(int), pred), "loss": loss}
+
+
+def _contrastive(task: str, model: MultiTaskModel, df: pl.DataFrame, cache: EmbeddingCache | None) -> dict:
+    return retrieval_metrics(model, df, cache)
+
+
+def _binary(task: str, model: MultiTaskModel, df: pl.DataFrame, cache: EmbeddingCache | None) -> dict:
+    y = df["label"].to_numpy()
+    raw = pair_raw(model, task, df, cache)
+    p = 1.0 / (1.0 + np.exp(-raw))
+    loss = float(F.binary_cross_entropy_with_logits(torch.as_tensor(raw), torch.tensor(y, dtype=torch.float32)))
+    return {"auc": M.roc_auc(y, p), "accuracy": M.accuracy(y > 0.5, p > 0.5), "loss": loss}
+
+
+def _regression(task: str, model: MultiTaskModel, df: pl.DataFrame, cache: EmbeddingCache | None) -> dict:
+    y = df["label"].to_numpy()
+    raw = pair_raw(model, task, df, cache)
+    return {"rmse": M.rmse(y, np.clip(raw, 0.0, 1.0)), "loss": float(np.mean((raw - y) ** 2))}
+
+
+def _pair_regression(task: str, model: MultiTaskModel, df: pl.DataFrame, cache: EmbeddingCache | None) -> dict:
+    """Graded relevance: the regression metrics plus nDCG@10 over each query's rows."""
+    y = df["label"].to_numpy()
+    raw = pair_raw(model, task, df, cache)
+    pred = np.clip(raw, 0.0, 1.0)
+    out = {"rmse": M.rmse(y, pred), "loss": float(np.mean((raw - y) ** 2))}
+    out["ndcg@10"] = M.mean_ndcg_at_k(df["group"].to_numpy(), y, pred, 10)
+    return out
+
+
+_BY_KIND = {
+    "classification": _classification,
+    "contrastive": _contrastive,
+    "binary": _binary,
+    "regression": _regression,
+    "pair_regression": _pair_regression,
+}
+EVALUATORS: dict[str, Evaluator] = {s.name: partial(_BY_KIND[s.kind], s.name) for s in SPECS}
+
+
+def task_metrics(
+    model: MultiTaskModel, task: str, df: pl.DataFrame, cache: EmbeddingCache | None = None
+) -> dict[str, float]:
     """Metrics of one task on one split, plus ``loss`` (the training loss on those rows)."""
     if df.is_empty():
         return {}
-    y = df["label"].to_numpy()
-    if task in ("intent", "category", "season"):
-        logits = class_logits(model, task, df)
-        pred = logits.argmax(1)
-        loss = float(F.cross_entropy(torch.as_tensor(logits), torch.tensor(y.astype(np.int64))))
-        return {"accuracy": M.accuracy(y.astype(int), pred), "macro_f1": M.macro_f1(y.astype(int), pred), "loss": loss}
-    if task == "retrieval":
-        return retrieval_metrics(model, df)
-    raw = pair_raw(model, task, df)
-    if task == "click":
-        p = 1.0 / (1.0 + np.exp(-raw))
-        loss = float(F.binary_cross_entropy_with_logits(torch.as_tensor(raw), torch.tensor(y, dtype=torch.float32)))
-        return {"auc": M.roc_auc(y, p), "accuracy": M.accuracy(y > 0.5, p > 0.5), "loss": loss}
-    pred = np.clip(raw, 0.0, 1.0)
-    out = {"rmse": M.rmse(y, pred), "loss": float(np.mean((raw - y) ** 2))}
-    if task == "relevance":
-        out["ndcg@10"] = M.mean_ndcg_at_k(df["group"].to_numpy(), y, pred, 10)
-    return out
+    return EVALUATORS[task](model, df, cache)
 
 
 def validation_summary(per_task: dict[str, dict[str, float]], weights: dict[str, float]) -> dict[str, float]:
@@ -161,9 +176,9 @@ def validation_summary(per_task: dict[str, dict[str, float]], weights: dict[str,
             flat[f"val/{task}/{k}"] = float(v)
         if "loss" in ms:
             loss += weights.get(task, 1.0) * ms["loss"]
-        name, higher = PRIMARY[task]
-        if name in ms and not np.isnan(ms[name]):
-            scores.append(ms[name] if higher else 1.0 - ms[name])
+        s = spec(task)
+        if s.primary in ms and not np.isnan(ms[s.primary]):
+            scores.append(ms[s.primary] if s.higher_is_better else 1.0 - ms[s.primary])
     flat["val_loss"] = float(loss)
     flat["val_score"] = float(np.mean(scores)) if scores else float("nan")
     return flat

@@ -7,10 +7,7 @@ corrupt or swapped file is refused before it is read.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 import shoprank
 from shoprank.errors import CheckpointError
+from shoprank.files import atomic_path, atomic_write_text, sha256_file
 from shoprank.model.multitask import ModelConfig, MultiTaskModel
 
 FORMAT = "shoprank-checkpoint"
@@ -27,24 +25,6 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
 OPTIONAL_TERMS = ("lexical.", "prototypes.")  # state-dict prefixes a checkpoint may lack (term off)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -58,10 +38,8 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS}.", suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp)
-    os.replace(tmp, directory / WEIGHTS)
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
     tasks = sorted(trained_tasks if trained_tasks is not None else model.trained_tasks)
     manifest = {
         "format": FORMAT,
@@ -109,6 +87,11 @@ def model_version(manifest: dict[str, Any] | None, encoder: str = "minilm") -> s
     if manifest is None:
         return f"pretrained-{encoder}"
     return f"{manifest['model_config'].get('encoder', 'model')}-{manifest['weights_sha256'][:12]}"
+
+
+def expected_model_version(checkpoint: str | Path | None, encoder: str = "minilm") -> str:
+    """The model version a checkpoint (or the pretrained encoder) serves, without loading weights."""
+    return model_version(read_manifest(checkpoint) if checkpoint is not None else None, encoder)
 
 
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTaskModel, dict[str, Any]]:

@@ -1,14 +1,10 @@
 """MultiTaskModel: shared encoder, item/query classifiers and a pairwise ranker.
 
-Tasks (each switchable in ``ModelConfig.tasks``):
-
-- ``intent``    query embedding -> intent class logits
-- ``retrieval`` in-batch contrastive on (query, item) cosine with a learned temperature
-- ``relevance`` pair -> graded relevance (regression)
-- ``click``     pair -> click logit
-- ``category``  item embedding -> category class logits
-- ``season``    item embedding -> season class logits
-- ``demand``    (item, month) -> monthly demand share (regression)
+Tasks (each switchable in ``ModelConfig.tasks``; the list and their kinds are
+``shoprank.model.registry``'s): classification tasks (intent on the query embedding, category
+and season on the item embedding) get a linear head; retrieval is in-batch contrastive on
+(query, item) cosine with a learned temperature; the pairwise tasks (relevance, click,
+demand on (item, month)) get a tower each.
 
 The pairwise tasks share one input ``[q, i, q*i, |q-i|, item numerics, month]`` and sit on a
 shared bottom MLP or an MMoE (experts + one softmax gate per task). Relevance adds a linear
@@ -31,11 +27,7 @@ from torch import nn
 from shoprank.model.encoder import EncoderName, TextEncoder
 from shoprank.model.features import NUM_ITEM_FEATURES, NUM_MONTH_FEATURES
 from shoprank.model.lexical import NUM_LEXICAL_BASIS, lexical_basis
-
-TASKS: tuple[str, ...] = ("intent", "retrieval", "relevance", "click", "category", "season", "demand")
-PAIR_TASKS: tuple[str, ...] = ("relevance", "click", "demand")
-CLASS_TASKS: tuple[str, ...] = ("intent", "category", "season")
-LEXICAL_TASKS: tuple[str, ...] = ("relevance",)
+from shoprank.model.registry import CLASS_TASKS, LEXICAL_TASKS, PAIR_TASKS, TASKS, unknown_tasks
 
 
 class ClassPrototypes(nn.Module):
@@ -69,7 +61,7 @@ class ModelConfig(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str]) -> list[str]:
-        unknown = sorted(set(v) - set(TASKS))
+        unknown = unknown_tasks(v)
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
         if not v:

@@ -14,6 +14,7 @@ import torch
 
 from shoprank.model.features import month_features
 from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.registry import SIMILARITY_FALLBACK_TASKS, spec
 
 
 @dataclass
@@ -70,8 +71,8 @@ def scores_from_raw(
     for task, value in model.add_lexical(raw, lexical).items():
         if not model.is_trained(task):
             continue
-        out[task] = 1.0 / (1.0 + np.exp(-value)) if task == "click" else np.clip(value, 0.0, 1.0)
-    for task in ("relevance", "click"):
+        out[task] = 1.0 / (1.0 + np.exp(-value)) if spec(task).kind == "binary" else np.clip(value, 0.0, 1.0)
+    for task in SIMILARITY_FALLBACK_TASKS:
         if task not in out:
             out[task] = similarity.clip(0.0, 1.0)
             zero_shot.add(task)
@@ -86,14 +87,3 @@ def class_probs(model: MultiTaskModel, task: str, emb: np.ndarray) -> tuple[np.n
     model.eval()
     logits = model.class_logits(task, _tensor(emb, model))
     return torch.softmax(logits, dim=-1).cpu().numpy(), list(model.label_maps[task])
-
-
-def zero_shot_class_probs(
-    model: MultiTaskModel, emb: np.ndarray, class_texts: list[str], temperature: float = 0.05
-) -> np.ndarray:
-    """Zero-shot class probabilities [N, C]: softmax of cosine to each class's description."""
-    protos = model.embed(class_texts)
-    logits = (emb @ protos.T) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(axis=1, keepdims=True)

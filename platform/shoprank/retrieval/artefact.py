@@ -9,9 +9,9 @@ Layout::
       items.parquet     item_id, title, category_path, price, rating, season, in_stock, popularity
       hnsw.bin          hnswlib index over the embeddings (only when num_items >= hnsw_threshold)
 
-The whole directory is written under a temporary name next to ``DIR`` and renamed into place,
-so a reader never sees a half-written artefact; an existing ``DIR`` is replaced only after the
-new one is complete.
+The whole directory is written under a temporary name next to ``DIR`` and swapped into place
+(``shoprank.files.staged_dir``), so a reader never sees a half-written artefact and an existing
+``DIR`` is replaced only after the new one is complete (atomically on Linux).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ import polars as pl
 
 from shoprank.data.schemas import CATEGORY_SEP
 from shoprank.errors import DataError
+from shoprank.files import sha256_file, staged_dir
 from shoprank.model.checkpoint import read_json_document
 
 FORMAT = "shoprank-index"
@@ -41,14 +40,6 @@ ITEMS = "items.parquet"
 HNSW = "hnsw.bin"
 ITEM_COLUMNS = ("item_id", "title", "category_path", "price", "rating", "season", "in_stock", "popularity")
 DEFAULT_HNSW_THRESHOLD = 50_000
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def top_categories(category_paths: list[str | None], max_classes: int = 64) -> list[str]:
@@ -127,9 +118,7 @@ def write_artefact(
         raise DataError("catalogue item_id values are not unique")
     ids = items["item_id"].to_list()
     version = index_version or make_index_version(emb, ids, model_version)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         np.save(tmp / EMBEDDINGS, emb, allow_pickle=False)
         items.write_parquet(tmp / ITEMS)
         hnsw_info: dict[str, Any] | None = None
@@ -139,7 +128,7 @@ def write_artefact(
             index = build_hnsw(emb, m=hnsw_m, ef_construction=hnsw_ef_construction, num_threads=num_threads)
             index.save_index(str(tmp / HNSW))
             hnsw_info = {"space": "ip", "M": hnsw_m, "ef_construction": hnsw_ef_construction}
-        files = {name: _sha256(tmp / name) for name in (EMBEDDINGS, ITEMS, HNSW) if (tmp / name).exists()}
+        files = {name: sha256_file(tmp / name) for name in (EMBEDDINGS, ITEMS, HNSW) if (tmp / name).exists()}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -158,17 +147,6 @@ def write_artefact(
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         for p in tmp.iterdir():
             os.chmod(p, 0o644)
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -226,7 +204,7 @@ def load_artefact(
     manifest = read_index_manifest(index_dir)
     if verify:
         for name, digest in manifest.get("files", {}).items():
-            if _sha256(index_dir / name) != digest:
+            if sha256_file(index_dir / name) != digest:
                 raise DataError(f"{index_dir / name}: checksum does not match the manifest (corrupt or replaced)")
     try:
         emb = np.load(index_dir / EMBEDDINGS, allow_pickle=False, mmap_mode="r" if mmap else None)

@@ -98,7 +98,7 @@ def build_index(
     num_gpus_per_actor: float = 0.0,
 ) -> dict[str, Any]:
     """Read, embed (Ray Data), write the artefact; returns its manifest plus timing."""
-    from shoprank.serving.pipeline import expected_model_version
+    from shoprank.model.checkpoint import expected_model_version
 
     t0 = time.perf_counter()
     frame = catalogue if isinstance(catalogue, pl.DataFrame) else read_catalogue(catalogue, fmt)

@@ -4,6 +4,17 @@
 ``import_path: shoprank.serve_app:build_app`` (the installed package, so from any directory);
 ``shoprank serve`` calls it directly.
 
+Batch settings: each batched deployment (QueryIntent, CandidateRetriever, MultiTaskRanker) takes
+its ``max_batch_size``/``batch_wait_timeout_s`` from its ``user_config`` (``args.serving`` gives the
+default; a ``user_config`` under ``deployments:`` in serve_config.yaml overrides it). Changing only
+a user_config and ``serve deploy``-ing again reconfigures the live replicas in place.
+
+The online store (``store_url``, e.g. ``redis://HOST:PORT/0``; ``store``: :class:`StoreConfig`
+fields) is where ``Feedback`` writes events; ``shoprank serve``/``demo`` start a local one with
+:func:`shoprank.store.server.ensure_local_store`. User ids are hashed with the salt in
+``$SHOPRANK_ID_SALT`` (passed on to every replica when set where the app is built): set the same
+salt wherever logs are loaded into the store (``shoprank events load``), or the histories won't meet.
+
 Rolling out a new index (or model) version: build the artefact to a new directory, then
 ``serve.run(build_app({... "index_dir": NEW ...}))`` (or ``serve deploy`` the edited YAML).
 Serve starts replicas with the new arguments before it drains the old ones, so requests keep
@@ -18,14 +29,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
+from shoprank.hashing import DEFAULT_SALT_ENV
+from shoprank.ray_runtime import SERVE_PERF_ENV
 from shoprank.retrieval.artefact import read_index_manifest
 from shoprank.serve_app.ingress import SearchIngress
 from shoprank.serve_app.intent import QueryIntent
 from shoprank.serve_app.ranker import MultiTaskRanker
 from shoprank.serve_app.retriever import CandidateRetriever
-from shoprank.serve_app.server import SERVE_PERF_ENV
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import check_versions_manifest
+from shoprank.store.config import StoreConfig
 
 # The import paths Serve's gRPC proxy needs (gRPCOptions.grpc_servicer_functions).
 GRPC_SERVICER_FUNCTIONS = [
@@ -63,6 +76,10 @@ class AppArgs(BaseModel):
     strict_versions: bool = True
     ingress_max_ongoing_requests: int | None = None
     ingress_max_queued_requests: int | None = None
+    # The online store Feedback writes to (and, later, the ranker reads); None: Feedback answers
+    # FAILED_PRECONDITION. ``store``: StoreConfig fields (batch and time bounds, timeouts).
+    store_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    store: dict[str, Any] = Field(default_factory=dict)
     # Serve's per-request access log line in every replica. Off by default: the ingress logs
     # one line per request itself (hashed user id, k, candidates, batch, versions, latency), and
     # four access-log lines per search cost ~10% of the CPU of a request on 2 cores.
@@ -77,6 +94,8 @@ def _actor_options(**opts: Any) -> dict[str, Any]:
     # node's cores do not slow each other's forward passes down.
     env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     env.update({k: os.environ.get(k, v) for k, v in SERVE_PERF_ENV.items()})
+    if DEFAULT_SALT_ENV in os.environ:  # user hashes must match the ones loaded logs were keyed by
+        env[DEFAULT_SALT_ENV] = os.environ[DEFAULT_SALT_ENV]
     return {**opts, "runtime_env": {"env_vars": env}}
 
 
@@ -100,28 +119,32 @@ def build_app(args: dict[str, Any]) -> Application:
     a.index_dir = _resolve(a.index_dir)
     a.checkpoint = _resolve(a.checkpoint) if a.checkpoint else None
     cfg = ServingConfig.model_validate(a.serving)
+    store_cfg = StoreConfig.model_validate(a.store)  # fail at build time, not in the replica
     check_versions_manifest(a.checkpoint, a.encoder, read_index_manifest(a.index_dir), a.index_dir, a.strict_versions)
-    batch = {"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s}
     logs = {"logging_config": {"enable_access_log": a.access_log}}
+    # the batched stages' batch settings, as user_config: reconfigure() applies them, in place on a change
+    batched = {**logs, "user_config": cfg.batch_settings().model_dump()}
     intent_opts = _actor_options(
         num_cpus=a.intent_num_cpus, num_gpus=auto_gpus(a.intent_num_gpus), resources=a.intent_resources
     )
-    intent = QueryIntent.options(ray_actor_options=intent_opts, **logs).bind(
-        a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads, **batch
+    intent = QueryIntent.options(ray_actor_options=intent_opts, **batched).bind(
+        a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads
     )
     retriever = CandidateRetriever.options(
-        ray_actor_options=_actor_options(num_cpus=a.retriever_num_cpus), **logs
-    ).bind(a.index_dir, cfg.model_dump(), **batch)
+        ray_actor_options=_actor_options(num_cpus=a.retriever_num_cpus), **batched
+    ).bind(a.index_dir, cfg.model_dump())
     ranker_opts = _actor_options(
         num_cpus=a.ranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus), resources=a.ranker_resources
     )
-    ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts, **logs).bind(
+    ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts, **batched).bind(
         a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, a.ranker_backend_options,
-        torch_threads=a.torch_threads, device=a.ranker_device, **batch,
+        torch_threads=a.torch_threads, device=a.ranker_device,
     )  # fmt: skip
     ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(num_cpus=a.ingress_num_cpus), **logs}
     if a.ingress_max_ongoing_requests is not None:
         ingress_opts["max_ongoing_requests"] = a.ingress_max_ongoing_requests
     if a.ingress_max_queued_requests is not None:
         ingress_opts["max_queued_requests"] = a.ingress_max_queued_requests
-    return SearchIngress.options(**ingress_opts).bind(intent, retriever, ranker, cfg.model_dump(), a.token, a.token_env)
+    return SearchIngress.options(**ingress_opts).bind(
+        intent, retriever, ranker, cfg.model_dump(), a.token, a.token_env, a.store_url, store_cfg.model_dump()
+    )

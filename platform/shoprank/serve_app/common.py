@@ -1,11 +1,15 @@
-"""Helpers shared by the deployments."""
+"""Helpers shared by the deployments: the batched-stage base class, batch stats, the ingress Coalescer."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ray import serve
+
+from shoprank.serving.config import BatchSettings
 
 if TYPE_CHECKING:
     from shoprank.model.multitask import MultiTaskModel
@@ -56,12 +60,6 @@ def replica_model(
     return model, version
 
 
-def set_batching(method: Any, max_batch_size: int, batch_wait_timeout_s: float) -> None:
-    """Apply the configured batch size and wait to a ``@serve.batch`` method."""
-    method.set_max_batch_size(max_batch_size)
-    method.set_batch_wait_timeout_s(batch_wait_timeout_s)
-
-
 def items_in(calls: list[list[Any]]) -> int:
     """``batch_size_fn`` for methods called with a list of items: a batch counts its items."""
     return sum(len(c) for c in calls)
@@ -75,6 +73,59 @@ def per_call(calls: list[list[T]], fn: Callable[[list[T]], list[R]]) -> list[lis
         res.append(out[start : start + len(c)])
         start += len(c)
     return res
+
+
+class BatchedStage(Generic[T, R]):
+    """Base of the batched deployments (QueryIntent, CandidateRetriever, MultiTaskRanker).
+
+    A call takes a list of items and gives one result per item; ``@serve.batch`` merges concurrent
+    calls and :meth:`process` runs once over all their items. The batch settings are the
+    deployment's ``user_config`` (:class:`~shoprank.serving.config.BatchSettings`, set by
+    ``build_app``): Serve calls :meth:`reconfigure` when a replica starts and again on the live
+    replicas whenever the user_config changes, so they change without new replicas. (The
+    ``@serve.batch`` queue is per process, as is a Serve replica: one stage instance per process.)
+    """
+
+    def __init__(self) -> None:
+        self.stats = BatchStats()
+
+    def process(self, items: list[T]) -> list[R]:
+        """The stage's work for one merged batch (one result per item, in order)."""
+        raise NotImplementedError
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        settings = BatchSettings.model_validate(user_config or {})
+        self._batch.set_max_batch_size(settings.max_batch_size)
+        self._batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=items_in)
+    async def _batch(self, calls: list[list[T]]) -> list[list[R]]:
+        return per_call(calls, self._process)
+
+    def _process(self, items: list[T]) -> list[R]:
+        self.stats.record(len(items))
+        return self.process(items)
+
+    async def __call__(self, items: list[T]) -> list[R]:
+        """One result per item. A call larger than ``max_batch_size`` (e.g. the ingress coalesces more
+        than a lowered user_config allows) goes in parts, as ``@serve.batch`` rejects an oversized item."""
+        size = self._batch._get_max_batch_size()
+        if len(items) <= size:
+            return await self._batch(items)
+        parts = await asyncio.gather(*(self._batch(items[i : i + size]) for i in range(0, len(items), size)))
+        return [r for part in parts for r in part]
+
+    def batch_settings(self) -> dict[str, Any]:
+        """The batch settings in force in this replica, and which replica (id, pid) this is."""
+        return {
+            "max_batch_size": self._batch._get_max_batch_size(),
+            "batch_wait_timeout_s": self._batch._get_batch_wait_timeout_s(),
+            "replica_id": serve.get_replica_context().replica_id.unique_id,
+            "pid": os.getpid(),
+        }
+
+    def batch_stats(self) -> dict[str, object]:
+        return self.stats.summary()
 
 
 class Coalescer:

@@ -38,14 +38,20 @@ def run_demo_serving(
     """
     import ray
 
+    from shoprank.net import free_port
+    from shoprank.ray_runtime import init_ray
     from shoprank.retrieval.build import build_index
     from shoprank.serve_app import server
     from shoprank.serving.client import SearchClient
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     catalogue = data_dir / "catalogue.parquet" if data_dir.is_dir() else data_dir
+    from shoprank.store.server import ensure_local_store, running_store, stop_local_store
+
     started_ray = not ray.is_initialized()
-    server.init_ray()
+    init_ray(serve=True)
+    store_dir = out_dir / "store"
+    own_store = running_store(store_dir) is None
     summary: dict[str, Any] = {"queries": []}
     try:
         t0 = time.perf_counter()
@@ -54,12 +60,13 @@ def run_demo_serving(
         print(f"  index {m['index_version']}: {m['num_items']:,} items, dim {m['dim']}, "
               f"{'hnsw' if m.get('hnsw') else 'exact'} search, model {m['model_version']} "
               f"({time.perf_counter() - t0:.1f}s, Ray Data)")  # fmt: skip
-        port = server.free_port()
+        port = free_port()
         t0 = time.perf_counter()
         server.start_serve(port)
         app_args: dict[str, Any] = {"index_dir": str((out_dir / "index").resolve()), "encoder": encoder}
         if checkpoint:
             app_args["checkpoint"] = str(Path(checkpoint).resolve())
+        app_args["store_url"] = ensure_local_store(store_dir)
         server.deploy(app_args)
         print(f"  serving over gRPC on localhost:{port} ({time.perf_counter() - t0:.1f}s to start)")
         summary.update(port=port, index_version=m["index_version"], model_version=m["model_version"])
@@ -78,6 +85,11 @@ def run_demo_serving(
             if resp.zero_shot_tasks:
                 print(f"  zero-shot scores (no trained head): {', '.join(resp.zero_shot_tasks)}")
             print(f"  served by model {resp.model_version}, index {resp.index_version}")
+            top = resp.items[0].item_id if resp.items else ""
+            ack = client.feedback([{"request_id": resp.request_id, "user_id": "demo-user", "query": text,
+                                    "item_id": top, "type": "click", "position": 1}])  # fmt: skip
+            print(f"  feedback: a click on {top} stored ({ack.accepted} accepted) in {app_args['store_url']}")
+            summary["feedback_accepted"] = ack.accepted
     finally:
         from ray import serve
 
@@ -87,6 +99,8 @@ def run_demo_serving(
             pass
         if started_ray:
             ray.shutdown()
+        if own_store:
+            stop_local_store(store_dir)
     return summary
 
 

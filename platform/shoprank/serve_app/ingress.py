@@ -1,17 +1,27 @@
 """SearchIngress: the gRPC ingress (Serve's native gRPC proxy) implementing shoprank.v1.SearchService.
 
-Methods are looked up by RPC name: ``Search`` and ``Rank`` (shoprank.v1.SearchService) and
+Methods are looked up by RPC name: ``Search``, ``Rank`` and ``Feedback`` (shoprank.v1.SearchService) and
 ``Check``/``Watch`` (grpc.health.v1.Health, registered with the proxy through
 ``grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server``). Server reflection is Serve's
 own (``gRPCOptions.enable_reflection``).
 
-Concurrent requests are coalesced: those waiting at the same moment reach QueryIntent,
-CandidateRetriever and MultiTaskRanker as one call each (``Coalescer``), so Serve's per-call cost
-is paid per batch, not per request.
+The search itself is :func:`shoprank.serving.flow.run_flow` (the flow the in-process pipeline
+runs too), with the three deployment handles as its stages. Concurrent requests are coalesced:
+those waiting at the same moment reach QueryIntent, CandidateRetriever and MultiTaskRanker as one
+call each (``Coalescer``), so Serve's per-call cost is paid per batch, not per request.
 
-Status codes: INVALID_ARGUMENT (validation, with the message), UNAUTHENTICATED (bearer token),
-DEADLINE_EXCEEDED (server-side budget ``request_timeout_s``), RESOURCE_EXHAUSTED (Serve's
-bounded queue: ``max_ongoing_requests`` + ``max_queued_requests``), UNAVAILABLE (no replica).
+Every Search/Rank response carries a fresh ``request_id`` (also in the ingress's log line), which
+callers echo in ``Feedback`` events. ``Feedback`` validates the whole batch
+(:func:`shoprank.store.events.parse_events`), writes it to the online store in one atomic script
+call (:class:`shoprank.store.writer.AsyncStoreWriter`; the store fsyncs its append-only file
+before it answers) and only then answers OK.
+
+Status codes: INVALID_ARGUMENT (validation, with the message; for Feedback ``events[i].field``
+and nothing stored), UNAUTHENTICATED (bearer token), DEADLINE_EXCEEDED (server-side budget
+``request_timeout_s``), RESOURCE_EXHAUSTED (Serve's bounded queue: ``max_ongoing_requests`` +
+``max_queued_requests``), UNAVAILABLE (no replica; for Feedback: the store unreachable or the
+write unconfirmed, nothing acknowledged, retry), FAILED_PRECONDITION (Feedback on an app with no
+store configured).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -29,9 +40,15 @@ from ray.serve.handle import DeploymentHandle
 from shoprank.serve_app.common import BatchStats, Coalescer
 from shoprank.serving.auth import check_token, resolve_token
 from shoprank.serving.config import ServingConfig
-from shoprank.serving.pipeline import RankJob, SearchResult, to_response
+from shoprank.serving.flow import Stages, run_flow
+from shoprank.serving.pipeline import to_response
 from shoprank.serving.protos import pb2
-from shoprank.serving.validation import InvalidRequest, Query, validate_rank, validate_search
+from shoprank.serving.stages import SearchResult
+from shoprank.serving.validation import InvalidRequest, Query, reject_unknown_fields, validate_rank, validate_search
+from shoprank.store.config import StoreConfig
+from shoprank.store.errors import StoreUnavailable
+from shoprank.store.events import InvalidEvent, parse_events
+from shoprank.store.writer import AsyncStoreWriter
 
 log = logging.getLogger("ray.serve")
 
@@ -52,8 +69,12 @@ class SearchIngress:
         config: dict | None = None,
         token: str | None = None,
         token_env: str | None = "SHOPRANK_TOKEN",
+        store_url: str | None = None,
+        store: dict | None = None,
     ) -> None:
-        self.intent, self.retriever, self.ranker = intent, retriever, ranker
+        self.store_url, self.store_cfg = store_url, StoreConfig.model_validate(store or {})
+        self._writer: AsyncStoreWriter | None = None  # made on first use, on the replica's event loop
+        self.stages = Stages(encode=intent.remote, retrieve=retriever.remote, rank=ranker.remote)
         self.cfg = ServingConfig.model_validate(config or {})
         self.token = resolve_token(token, token_env)
         self.stats = BatchStats()
@@ -65,6 +86,33 @@ class SearchIngress:
 
     async def Rank(self, request: pb2.RankRequest, grpc_context) -> pb2.SearchResponse:  # noqa: N802
         return await self._serve(request, grpc_context, rank=True)
+
+    async def Feedback(self, request: pb2.FeedbackRequest, grpc_context) -> pb2.FeedbackResponse:  # noqa: N802
+        denied = check_token(self.token, grpc_context.invocation_metadata())
+        if denied:
+            return self._fail(grpc_context, grpc.StatusCode.UNAUTHENTICATED, denied, pb2.FeedbackResponse())
+        try:
+            reject_unknown_fields(request, "FeedbackRequest")
+            for i, e in enumerate(request.events):
+                reject_unknown_fields(e, f"events[{i}]")
+            events = parse_events(request.events, self.store_cfg)
+        except (InvalidRequest, InvalidEvent) as e:
+            return self._fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(e), pb2.FeedbackResponse())
+        if self.store_url is None:
+            return self._fail(
+                grpc_context, grpc.StatusCode.FAILED_PRECONDITION,
+                "no online store configured (the app's store_url / `shoprank serve --store`)", pb2.FeedbackResponse(),
+            )  # fmt: skip
+        if self._writer is None:
+            self._writer = AsyncStoreWriter(self.store_url, self.store_cfg)
+        try:  # the client's own timeouts bound this; wait_for is the backstop
+            res = await asyncio.wait_for(self._writer.write(events), timeout=self.store_cfg.timeout_s * 3)
+        except (StoreUnavailable, TimeoutError) as e:
+            log.warning("Feedback: %d events not stored: %s", len(events), e)
+            msg = str(e) or "online store did not answer in time"
+            return self._fail(grpc_context, grpc.StatusCode.UNAVAILABLE, f"{msg}; not acknowledged, retry",
+                              pb2.FeedbackResponse())  # fmt: skip
+        return pb2.FeedbackResponse(accepted=res.accepted, duplicates=res.duplicates)
 
     # -- grpc.health.v1.Health --------------------------------------------------------------
     async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context) -> health_pb2.HealthCheckResponse:  # noqa: N802
@@ -81,6 +129,7 @@ class SearchIngress:
     # -- the pipeline through handles -------------------------------------------------------
     async def _serve(self, request, grpc_context, *, rank: bool) -> pb2.SearchResponse:
         t0 = time.perf_counter()
+        request_id = uuid.uuid4().hex
         denied = check_token(self.token, grpc_context.invocation_metadata())
         if denied:
             return self._fail(grpc_context, grpc.StatusCode.UNAUTHENTICATED, denied)
@@ -106,11 +155,13 @@ class SearchIngress:
         res.timings_ms["validate"] = (t_valid - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         log.info(
-            "%s user=%s k=%d candidates=%d batch=%d index=%s %.1fms",
-            "Rank" if rank else "Search", q.user_hash or "-", q.k, res.num_candidates, res.batch_size,
+            "%s id=%s user=%s k=%d candidates=%d batch=%d index=%s %.1fms",
+            "Rank" if rank else "Search", request_id, q.user_hash or "-", q.k, res.num_candidates, res.batch_size,
             res.index_version, res.timings_ms["total"],
         )  # fmt: skip
-        return to_response(res, pb2)
+        resp = to_response(res, pb2)
+        resp.request_id = request_id
+        return resp
 
     async def _run(self, q: Query) -> SearchResult:
         res = await self.coalesce(q)
@@ -122,48 +173,15 @@ class SearchIngress:
     # instead of one per request, so Serve's per-call cost is paid per batch. Several batches may
     # be in flight at once (``ingress_batches_in_flight``, default 2: one encoding while another ranks).
     async def _run_batch(self, qs: list[Query]) -> list[SearchResult | InvalidRequest]:
-        t0 = time.perf_counter()
         self.stats.record(len(qs))
-        encoded = await self.intent.remote([q.query for q in qs])
-        t1 = time.perf_counter()
-        search = [i for i, q in enumerate(qs) if q.item_ids is None]
-        found: dict[int, tuple] = {}
-        if search:
-            jobs = [(encoded[i][0], None if qs[i].filters.is_empty() else qs[i].filters, self.cfg.num_candidates)
-                    for i in search]  # fmt: skip
-            found = dict(zip(search, await self.retriever.remote(jobs), strict=True))
-        t2 = time.perf_counter()
-        # per request: (positions, index_version, index_dir, search ms); Rank requests bring their ids
-        retrieved = [found.get(i, (None, "", "", 0.0)) for i in range(len(qs))]
-        ranked = await self.ranker.remote([
-            RankJob(
-                q_emb=e[0], query=q.query, k=q.k, weights=q.weights, month=q.month, index_dir=r[2],
-                index_version=r[1], positions=r[0], item_ids=q.item_ids,
-            )
-            for q, e, r in zip(qs, encoded, retrieved, strict=True)
-        ])  # fmt: skip
-        t3 = time.perf_counter()
-        out: list[SearchResult | InvalidRequest] = []
-        for i, (q, r) in enumerate(zip(qs, ranked, strict=True)):
-            if r.error:
-                out.append(InvalidRequest(r.error))
-                continue
-            _, intent, encode_ms = encoded[i]
-            out.append(SearchResult(
-                items=r.items, intent=intent, model_version=r.model_version, index_version=r.index_version,
-                batch_size=r.batch_size, zero_shot=r.zero_shot, weights=q.weights, num_candidates=r.num_candidates,
-                timings_ms={"intent": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "rank": (t3 - t2) * 1e3,
-                            "intent_encode": encode_ms, "retrieve_search": retrieved[i][3],
-                            "rank_forward": r.rank_ms},
-            ))  # fmt: skip
-        return out
+        return await run_flow(self.stages, qs, self.cfg.num_candidates)
 
     def batch_stats(self) -> dict[str, object]:
         """Sizes of the coalesced batches (requests per call to the three deployments)."""
         return self.stats.summary()
 
     @staticmethod
-    def _fail(grpc_context, code: grpc.StatusCode, message: str) -> pb2.SearchResponse:
+    def _fail(grpc_context, code: grpc.StatusCode, message: str, empty=None):
         grpc_context.set_code(code)
         grpc_context.set_details(message)
-        return pb2.SearchResponse()
+        return pb2.SearchResponse() if empty is None else empty

@@ -1,8 +1,8 @@
-"""MultiTaskRanker: every head over the candidates of many requests in one batched forward pass.
+"""MultiTaskRanker: the rank stage, every head over the candidates of many requests in one forward pass.
 
-``@serve.batch`` gathers concurrent requests; the scoring backend is pluggable
-(``backend="inprocess"`` runs the model here, on the GPU when the replica has one:
-``ranker_num_gpus`` in the app args, by default half a GPU when the cluster has one).
+The scoring backend is pluggable (``backend="inprocess"`` runs the model here, on the GPU when
+the replica has one: ``ranker_num_gpus`` in the app args, by default half a GPU when the
+cluster has one).
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 from ray import serve
 
 from shoprank.retrieval.artefact import load_artefact
-from shoprank.serve_app.common import BatchStats, items_in, per_call, replica_model, set_batching
-from shoprank.serving.pipeline import RankedList, Ranker, RankJob
+from shoprank.serve_app.common import BatchedStage, replica_model
+from shoprank.serving.pipeline import Ranker
+from shoprank.serving.stages import RankedList, RankJob
 
 
 @serve.deployment(
@@ -20,7 +21,7 @@ from shoprank.serving.pipeline import RankedList, Ranker, RankJob
     max_ongoing_requests=64,
     max_surge_percent=100,
 )
-class MultiTaskRanker:
+class MultiTaskRanker(BatchedStage[RankJob, RankedList]):
     def __init__(
         self,
         index_dir: str,
@@ -28,28 +29,17 @@ class MultiTaskRanker:
         encoder: str = "minilm",
         backend: str = "inprocess",
         backend_options: dict | None = None,
-        max_batch_size: int = 16,
-        batch_wait_timeout_s: float = 0.0,
         torch_threads: int | None = None,
         device: str | None = None,
     ) -> None:
+        super().__init__()
         model, version = replica_model(checkpoint, encoder, device, torch_threads)
         self.device = str(model.device)
         self.ranker = Ranker(model, version, backend, **(backend_options or {}))
         self.ranker.add_artefact(load_artefact(index_dir))
-        self.stats = BatchStats()
-        set_batching(self.rank, max_batch_size, batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, batch_size_fn=items_in)
-    async def rank(self, calls: list[list[RankJob]]) -> list[list[RankedList]]:
-        def rank(jobs: list[RankJob]) -> list[RankedList]:
-            self.stats.record(len(jobs))
-            return self.ranker.rank_batch(jobs)
-
-        return per_call(calls, rank)
-
-    async def __call__(self, jobs: list[RankJob]) -> list[RankedList]:
-        return await self.rank(jobs)
+    def process(self, jobs: list[RankJob]) -> list[RankedList]:
+        return self.ranker(jobs)
 
     def info(self) -> dict[str, object]:
         return {
@@ -58,6 +48,3 @@ class MultiTaskRanker:
             "device": self.device,
             "backend": self.ranker.backend.name,
         }
-
-    def batch_stats(self) -> dict[str, object]:
-        return self.stats.summary()

@@ -125,6 +125,19 @@ class SearchClient:
         )
         return self._call(self.stub.Rank, req, timeout)
 
+    def feedback(self, events: list[dict[str, Any]], timeout: float | None = None) -> pb2.FeedbackResponse:
+        """Send a batch of events (``FeedbackEvent`` fields: ``query``, ``item_id``, ``type`` as
+        ``"click"``/``pb2.CLICK``, optional ``user_id``, ``request_id``, ``event_time_ms``, ``position``,
+        ``event_id``). OK means stored; on ``UNAVAILABLE`` resend (with event_ids, nothing counts twice)."""
+
+        def event(e: dict[str, Any]) -> pb2.FeedbackEvent:
+            kind = e.get("type", 0)
+            if isinstance(kind, str):
+                kind = pb2.EventType.Value(kind.upper())
+            return pb2.FeedbackEvent(**{**e, "type": kind})
+
+        return self._call(self.stub.Feedback, pb2.FeedbackRequest(events=[event(e) for e in events]), timeout)
+
     def health(self, service: str = "", timeout: float | None = None) -> str:
         """The grpc.health.v1 status name (``SERVING`` when up)."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -9,6 +9,16 @@ BLENDABLE_SCORES: tuple[str, ...] = ("relevance", "click", "season_fit", "simila
 FILTER_NAMES: tuple[str, ...] = ("category", "price_min", "price_max", "in_stock")
 
 
+class BatchSettings(BaseModel):
+    """A batched deployment's ``user_config``: how ``@serve.batch`` gathers concurrent calls.
+    Serve applies a change to the live replicas (``reconfigure``), without starting new ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1, le=1024)  # items (queries), not calls
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)  # 0: batch whatever queued meanwhile
+
+
 class ServingConfig(BaseModel):
     """Everything the pipeline and the deployments need besides the model and the index."""
 
@@ -27,6 +37,10 @@ class ServingConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     ingress_batches_in_flight: int = Field(2, ge=1, le=64)  # coalesced batches the ingress runs at once
     request_timeout_s: float = Field(10.0, gt=0)  # server-side budget for one request
+
+    def batch_settings(self) -> BatchSettings:
+        """The batched deployments' default ``user_config`` (deployments may override it)."""
+        return BatchSettings(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s)
 
     @field_validator("blend_weights")
     @classmethod

@@ -1,12 +1,13 @@
-"""The search pipeline: intent -> retrieve -> rank -> blend, as reusable components.
+"""The search components: intent -> retrieve -> rank -> blend.
 
-The three components hold all of the logic; both callers reuse them unchanged:
+The three components hold all of the stage logic, each a batched stage of the one flow
+(:mod:`shoprank.serving.flow`; what each takes and gives is in :mod:`shoprank.serving.stages`):
 
-- :class:`SearchPipeline` wires them together in one process (the bench's in-process baseline,
-  and anything that wants search without Serve);
-- the Ray Serve deployments in ``deployments/`` each wrap one component
+- :class:`SearchPipeline` runs the flow in one process on the components themselves (the
+  bench's in-process baseline, and anything that wants search without Serve);
+- the Ray Serve deployments in ``shoprank.serve_app`` each wrap one component
   (``QueryIntent`` -> :class:`QueryEncoder`, ``CandidateRetriever`` -> :class:`Retriever`,
-  ``MultiTaskRanker`` -> :class:`Ranker`) and the ingress calls them through handles.
+  ``MultiTaskRanker`` -> :class:`Ranker`) and the ingress runs the same flow through their handles.
 
 The ranker's forward pass goes through a pluggable :class:`ScoringBackend` (``"inprocess"``
 here; a Triton backend can register itself with :func:`register_backend`).
@@ -18,28 +19,35 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from shoprank.model.checkpoint import model_version
+from shoprank.data.calendar import MONTH_SEASON
+from shoprank.model.checkpoint import expected_model_version, model_version
 from shoprank.model.features import item_numeric_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.prototypes import SERVING_TEMPERATURE, ZeroShotClasses
 from shoprank.model.scoring import PairScores, class_probs, score_pairs
 from shoprank.retrieval.artefact import IndexArtefact, load_artefact
 from shoprank.retrieval.index import FilterSpec, VectorIndex
 from shoprank.serving.blend import blend, top_k
 from shoprank.serving.config import ServingConfig
+from shoprank.serving.flow import Stages, run_flow, run_sync
+from shoprank.serving.stages import (
+    EncodedQuery,
+    IntentResult,
+    RankedList,
+    RankJob,
+    Retrieved,
+    RetrieveJob,
+    SearchResult,
+)
 from shoprank.serving.validation import InvalidRequest, Query
 
 log = logging.getLogger("shoprank.serving")
-ZERO_SHOT_TEMPERATURE = 0.05  # as shoprank.model.scoring.zero_shot_class_probs
-
-SEASON_OF_MONTH = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
-                   6: "summer", 7: "summer", 8: "summer", 9: "fall", 10: "fall", 11: "fall"}  # fmt: skip
 
 
 def pick_device(device: str | None = None) -> str:
@@ -62,13 +70,6 @@ def load_serving_model(
 
 
 # -- intent -------------------------------------------------------------------------------
-@dataclass
-class IntentResult:
-    label: str
-    confidence: float
-    zero_shot: bool
-
-
 class QueryEncoder:
     """Encodes queries (one batched forward pass) and detects their intent.
 
@@ -81,7 +82,11 @@ class QueryEncoder:
         self.model_version = model_version
         self.trained = model.is_trained("intent")
         self.classes = list(model.label_maps.get("intent", [])) if self.trained else list(categories)
-        self._class_emb: np.ndarray | None = None
+        self._zero_shot = (
+            ZeroShotClasses(model, self.classes, SERVING_TEMPERATURE, dtype=np.float32)
+            if not self.trained and self.classes
+            else None
+        )
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.embed(list(texts), batch_size=max(1, len(texts)))
@@ -91,21 +96,20 @@ class QueryEncoder:
             out = class_probs(self.model, "intent", emb)
             assert out is not None
             probs, names = out
-        elif self.classes:
-            if self._class_emb is None:  # embed the class names once, not per request
-                self._class_emb = self.model.embed(self.classes)
-            logits = (emb @ self._class_emb.T) / ZERO_SHOT_TEMPERATURE
-            logits -= logits.max(axis=1, keepdims=True)
-            probs, names = np.exp(logits), self.classes
-            probs /= probs.sum(axis=1, keepdims=True)
+        elif self._zero_shot is not None:
+            probs, names = self._zero_shot.probs(emb), self.classes
         else:
             return [IntentResult("", 0.0, True) for _ in range(emb.shape[0])]
         best = probs.argmax(axis=1)
         return [IntentResult(names[b], float(probs[r, b]), not self.trained) for r, b in enumerate(best)]
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[IntentResult]]:
+    def __call__(self, texts: list[str]) -> list[EncodedQuery]:
+        """The encode stage: one batched forward pass for all ``texts``."""
+        t0 = time.perf_counter()
         emb = self.encode(texts)
-        return emb, self.intents(emb)
+        intents = self.intents(emb)
+        ms = (time.perf_counter() - t0) * 1e3
+        return [EncodedQuery(emb[i], intents[i], ms) for i in range(len(texts))]
 
 
 # -- retrieval ----------------------------------------------------------------------------
@@ -127,6 +131,16 @@ class Retriever:
     def retrieve(self, q_emb: np.ndarray, filters: list[FilterSpec | None], n: int) -> list[np.ndarray]:
         """Candidate row positions per query, best first."""
         return [pos for pos, _ in self.index.search(q_emb, n, filters)]
+
+    def __call__(self, jobs: list[RetrieveJob]) -> list[Retrieved]:
+        """The retrieve stage: one index search for all ``jobs``."""
+        t0 = time.perf_counter()
+        n = max(j.n for j in jobs)
+        q = np.stack([j.embedding for j in jobs]).astype(np.float32)
+        found = self.retrieve(q, [j.filters for j in jobs], n)
+        ms = (time.perf_counter() - t0) * 1e3
+        version, where = self.index_version, self.index_dir
+        return [Retrieved(pos[: j.n], version, where, ms) for pos, j in zip(found, jobs, strict=True)]
 
 
 # -- ranking ------------------------------------------------------------------------------
@@ -184,33 +198,6 @@ def make_backend(name: str, model: MultiTaskModel, **kwargs: Any) -> ScoringBack
     return _BACKENDS[name](model=model, **kwargs)
 
 
-@dataclass
-class RankJob:
-    """One request's ranking work: positions (Search) or ids (Rank) in one index version."""
-
-    q_emb: np.ndarray
-    k: int
-    weights: dict[str, float]
-    month: int = 0
-    query: str = ""  # the query text, for the relevance head's lexical match features
-    index_dir: str = ""
-    index_version: str = ""
-    positions: np.ndarray | None = None
-    item_ids: list[str] | None = None
-
-
-@dataclass
-class RankedList:
-    items: list[dict[str, Any]] = field(default_factory=list)
-    zero_shot: list[str] = field(default_factory=list)
-    model_version: str = ""
-    index_version: str = ""
-    batch_size: int = 1
-    num_candidates: int = 0
-    rank_ms: float = 0.0
-    error: str | None = None
-
-
 class _ItemTable:
     """What the ranker needs per index version: embeddings, numeric features, season, metadata."""
 
@@ -234,7 +221,7 @@ class _ItemTable:
         """1 when the item's season is the month's, 0.5 for all-season/unknown or no month, else 0."""
         if month == 0:
             return np.full(len(positions), 0.5, dtype=np.float32)
-        want = SEASON_OF_MONTH[month]
+        want = MONTH_SEASON[month]
         s = self.season[positions]
         return np.where(s == want, 1.0, np.where((s == "all") | (s == ""), 0.5, 0.0)).astype(np.float32)
 
@@ -353,23 +340,10 @@ class Ranker:
                 )
         return out
 
+    __call__ = rank_batch  # the rank stage
+
 
 # -- the whole pipeline in one process ----------------------------------------------------
-@dataclass
-class SearchResult:
-    """Everything a SearchResponse carries, as plain Python (see :func:`to_response`)."""
-
-    items: list[dict[str, Any]]
-    intent: IntentResult
-    model_version: str
-    index_version: str
-    timings_ms: dict[str, float]
-    batch_size: int
-    zero_shot: list[str]
-    weights: dict[str, float]
-    num_candidates: int
-
-
 def to_response(res: SearchResult, pb2: Any) -> Any:
     """SearchResult -> shoprank.v1.SearchResponse (shared by the ingress and in-process callers)."""
     resp = pb2.SearchResponse(
@@ -424,62 +398,18 @@ class SearchPipeline:
         self.ranker = Ranker(model, version, self.config.ranker_backend)
         self.ranker.add_artefact(artefact)
 
-    def search_batch(self, queries: list[Query]) -> list[SearchResult]:
-        """Search (or Rank, for queries with ``item_ids``) for a batch of validated queries."""
-        t0 = time.perf_counter()
-        emb, intents = self.encoder([q.query for q in queries])
-        t1 = time.perf_counter()
-        search_rows = [i for i, q in enumerate(queries) if q.item_ids is None]
-        cands: dict[int, np.ndarray] = {}
-        if search_rows:
-            found = self.retriever.retrieve(
-                emb[search_rows], [queries[i].filters for i in search_rows], self.config.num_candidates
-            )
-            cands = dict(zip(search_rows, found, strict=True))
-        t2 = time.perf_counter()
-        jobs = [
-            RankJob(
-                q_emb=emb[i],
-                query=q.query,
-                k=q.k,
-                weights=q.weights,
-                month=q.month,
-                index_version=self.retriever.index_version,
-                positions=cands.get(i),
-                item_ids=q.item_ids,
-            )
-            for i, q in enumerate(queries)
-        ]
-        ranked = self.ranker.rank_batch(jobs)
-        t3 = time.perf_counter()
-        out = []
-        for i, q in enumerate(queries):
-            r = ranked[i]
-            if r.error:
-                raise InvalidRequest(r.error)
-            out.append(
-                SearchResult(
-                    items=r.items,
-                    intent=intents[i],
-                    model_version=r.model_version,
-                    index_version=r.index_version,
-                    batch_size=r.batch_size,
-                    zero_shot=r.zero_shot,
-                    weights=q.weights,
-                    num_candidates=r.num_candidates,
-                    timings_ms={
-                        "intent": (t1 - t0) * 1e3,
-                        "retrieve": (t2 - t1) * 1e3,
-                        "rank": (t3 - t2) * 1e3,
-                        "total": (t3 - t0) * 1e3,
-                    },
-                )
-            )
-            log.debug("search user=%s k=%d n=%d", q.user_hash or "-", q.k, r.num_candidates)
-        return out
+    def search_batch(self, queries: list[Query]) -> list[SearchResult | InvalidRequest]:
+        """Search (or Rank, for queries with ``item_ids``) a batch of validated queries: one result per
+        query, or the InvalidRequest that query alone failed with (the flow's error behaviour)."""
+        stages = Stages(encode=self.encoder, retrieve=self.retriever, rank=self.ranker)
+        return run_sync(run_flow(stages, queries, self.config.num_candidates))
 
     def search(self, query: Query) -> SearchResult:
-        return self.search_batch([query])[0]
+        """One query; raises its InvalidRequest."""
+        (res,) = self.search_batch([query])
+        if isinstance(res, InvalidRequest):
+            raise res
+        return res
 
     def handle(self, request: Any, pb2: Any) -> Any:
         """A protobuf SearchRequest/RankRequest -> SearchResponse, exactly as the server does it."""
@@ -493,15 +423,6 @@ class SearchPipeline:
         res.timings_ms["validate"] = (t1 - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return to_response(res, pb2)
-
-
-def expected_model_version(checkpoint: str | Path | None, encoder: str = "minilm") -> str:
-    """The model version a checkpoint (or the pretrained encoder) serves, without loading weights."""
-    if checkpoint is None:
-        return f"pretrained-{encoder}"
-    from shoprank.model.checkpoint import read_manifest
-
-    return model_version(read_manifest(checkpoint), encoder)
 
 
 def check_versions_manifest(

@@ -53,6 +53,11 @@ def _unknown_fields(msg: Message, where: str) -> None:
         )
 
 
+def reject_unknown_fields(msg: Message, where: str) -> None:
+    """:class:`InvalidRequest` when ``msg`` carries fields this server does not know (see module doc)."""
+    _unknown_fields(msg, where)
+
+
 def _parse_bool(name: str, text: str) -> bool:
     t = text.strip().lower()
     if t in ("true", "1", "yes", "y"):

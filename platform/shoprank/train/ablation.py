@@ -35,8 +35,12 @@ from typing import Any
 
 from shoprank.errors import ShoprankError
 from shoprank.eval.report import markdown_table
-from shoprank.model.checkpoint import atomic_write_text
+from shoprank.eval.runner import evaluate_checkpoint, source_of
+from shoprank.files import atomic_write_text
+from shoprank.model.registry import CLASS_TASKS
+from shoprank.tasks.examples import build_task_data
 from shoprank.train.config import TrainConfig, load_config
+from shoprank.train.driver import train
 from shoprank.train.sampler import SCHEDULES
 
 MULTI = ("multi_task_shared_bottom", "multi_task_mmoe")
@@ -105,9 +109,6 @@ def one_class_tests(cfg: TrainConfig) -> set[str]:
     A model that always predicts that class scores 1.0 there, so such a set cannot rank two
     classifiers (Best Buy's intent labels here are one category): reported, not compared.
     """
-    from shoprank.eval.runner import source_of
-    from shoprank.train.tasks import CLASS_TASKS, build_task_data
-
     tasks = {t: tc for t, tc in cfg.tasks.items() if t in CLASS_TASKS}
     if not tasks:
         return set()
@@ -288,9 +289,6 @@ def combine(dirs: list[Path], out: Path, cfg: TrainConfig, config_path: str) -> 
 
 def run_variant(name: str, cfg: TrainConfig, out: Path, workers: int | None, max_rows: int | None) -> dict[str, float]:
     """Train (or resume) and evaluate one variant; reuse its eval.json when already done."""
-    from shoprank.eval.runner import evaluate_checkpoint
-    from shoprank.train.driver import train
-
     vdir = out / name
     done = vdir / "eval.json"
     if done.is_file():

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shoprank.eval.report import write_report
+from shoprank.eval.runner import clean, evaluate_checkpoint, format_table
 from shoprank.resources import DEMO_CONFIG
+from shoprank.tasks.config import SourceConfig
+from shoprank.train.config import load_config
+from shoprank.train.driver import train
 
 
 def demo_config(data_dir: str | Path | None = None, workers: int | None = None):  # noqa: ANN201 - TrainConfig
-    from shoprank.train.config import load_config
-
     cfg = load_config(DEMO_CONFIG)
     if data_dir is not None:
-        from shoprank.train.config import SourceConfig
-
         cfg = cfg.model_copy(
             update={"sources": {"synth": SourceConfig(format="canonical", path=str(Path(data_dir).resolve()))}}
         )
@@ -32,10 +33,6 @@ def run_demo_training(
 ) -> Path:
     """Fine-tune MiniLM briefly on the synthetic data (Ray Train), print the evaluation table,
     write ``OUT/eval.json`` + ``OUT/eval.md``, and return the checkpoint directory (``OUT/model``)."""
-    from shoprank.eval.report import write_report
-    from shoprank.eval.runner import clean, evaluate_checkpoint, format_table
-    from shoprank.train.driver import train
-
     out = Path(out_dir)
     cfg = demo_config(data_dir, workers)
     res = train(cfg, out, log=lambda s: print(f"  {s}"))

@@ -3,7 +3,7 @@
     python -m jobs.train --config configs/reference.yaml --out runs/ref [--workers 2]
     ray job submit --working-dir . -- python -m jobs.train --config configs/demo.yaml --out /tmp/demo
 
-Examples are built on the driver with Polars (``shoprank.train.tasks``), handed to Ray Data
+Examples are built on the driver with Polars (``shoprank.tasks.examples``), handed to Ray Data
 via Arrow (one dataset per task; training sets split across workers, validation sets
 broadcast), and trained by ``shoprank.train.loop.ray_train_loop`` on every worker. Each epoch
 writes a checkpoint under ``OUT/ray/train/epoch_NNNN``; running the same command again after
@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,16 @@ from typing import Any
 import polars as pl
 
 from shoprank.errors import CheckpointError, ShoprankError
+from shoprank.eval.report import training_plots
+from shoprank.files import atomic_write_json, staged_dir
+from shoprank.model.checkpoint import load_checkpoint, save_checkpoint
+from shoprank.model.registry import CLASS_TASKS, REGRESSION_TASKS
+from shoprank.ray_runtime import init_ray
+from shoprank.tasks.examples import TaskData, build_task_data, val_frame
 from shoprank.train.config import TrainConfig, load_config
-from shoprank.train.loop import PROGRESS, env_fault_after_epoch, ray_train_loop, read_train_state
-from shoprank.train.tasks import TaskData, build_task_data, val_frame
+from shoprank.train.loop import EpochCallback, ray_train_loop
+from shoprank.train.refit import refit_heads, refit_regression_towers
+from shoprank.train.state import PROGRESS, read_train_state
 
 RUN_NAME = "train"
 
@@ -67,18 +75,12 @@ def epoch_checkpoints(out_dir: Path) -> list[Path]:
     return [d for _, d in sorted(found)]
 
 
-def _init_ray(address: str | None, workers: int) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
-    else:
-        # With the dashboard: Ray Train's placement-group cleaner asks the state API (served by the
-        # dashboard) every second whether the controller lives, and logs a warning each time it cannot.
-        ray.init(num_cpus=max(os.cpu_count() or 1, workers + 1), include_dashboard=True, runtime_env=env)
+def init_training_ray(address: str | None, workers: int) -> None:
+    """The Ray that training and tuning run on: ``address`` / ``$RAY_ADDRESS``, else a local Ray
+    with a CPU per worker plus one and the dashboard (Ray Train's placement-group cleaner asks the
+    state API, served by the dashboard, every second whether the controller lives, and logs a
+    warning each time it cannot)."""
+    init_ray(address, num_cpus=max(os.cpu_count() or 1, workers + 1), dashboard=True, log_to_driver=True)
 
 
 def _use_gpu(cfg: TrainConfig) -> bool:
@@ -95,11 +97,15 @@ def train(
     *,
     workers: int | None = None,
     address: str | None = None,
-    fault_after_epoch: int | None = None,
     data: TaskData | None = None,
+    callbacks: Sequence[EpochCallback] = (),
     log=print,
 ) -> TrainResult:
-    """Build data, run the TorchTrainer (resuming if OUT holds checkpoints), export the best model."""
+    """Build data, run the TorchTrainer (resuming if OUT holds checkpoints), export the best model.
+
+    ``callbacks`` run on every worker after each epoch (``shoprank.train.loop.EpochEnd``); they
+    travel to the workers pickled, so they must be picklable (tests inject faults with them).
+    """
     import ray
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -115,7 +121,7 @@ def train(
     for t, s in sizes.items():
         if s["train"] < 2 * n_workers:
             raise ShoprankError(f"tasks.{t}: only {s['train']} training examples for {n_workers} workers")
-    _init_ray(address, n_workers)
+    init_training_ray(address, n_workers)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
@@ -136,7 +142,7 @@ def train(
         "label_maps": data.label_maps,
         "train_sizes": {t: s["train"] for t, s in sizes.items()},
         "resume_from": resume_from,
-        "fault_after_epoch": fault_after_epoch,
+        "callbacks": list(callbacks),
         "manifest_extra": {"data_fingerprints": data.fingerprints, "data_sizes": sizes},
         "threads_per_worker": 1,
     }
@@ -159,11 +165,8 @@ def train(
 
 def _refit(cfg: TrainConfig, model_dir: Path, data: TaskData, log) -> None:
     """Optional head refit of the exported model (config ``head_refit``), in place."""
-    from shoprank.model.checkpoint import load_checkpoint, save_checkpoint
-    from shoprank.train.refit import refit_heads
-
     model, manifest = load_checkpoint(model_dir)
-    tasks = [t for t in ("intent", "category", "season") if t in data.examples]
+    tasks = [t for t in CLASS_TASKS if t in data.examples]
     report = refit_heads(
         model,
         {t: data.split(t, "train") for t in tasks},
@@ -174,9 +177,7 @@ def _refit(cfg: TrainConfig, model_dir: Path, data: TaskData, log) -> None:
         seed=cfg.seed,
         log=log,
     )
-    from shoprank.train.refit import refit_regression_towers
-
-    pair = [t for t in ("relevance", "demand") if t in data.examples]
+    pair = [t for t in REGRESSION_TASKS if t in data.examples]
     report.update(
         refit_regression_towers(
             model,
@@ -211,15 +212,11 @@ def export(cfg: TrainConfig, out_dir: Path, wall: float, log=print, data: TaskDa
     best_epoch = int(last.get("best_epoch") or last["epoch"])
     best = next((d for d in ckpts if json.loads((d / PROGRESS).read_text())["epoch"] == best_epoch), ckpts[-1])
     model_dir = out_dir / "model"
-    tmp = out_dir / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for name in ("model.safetensors", "manifest.json"):
-        shutil.copy2(best / name, tmp / name)
-    if cfg.head_refit.enabled:
-        _refit(cfg, tmp, data or build_task_data(cfg), log)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    tmp.rename(model_dir)
+    with staged_dir(model_dir) as tmp:  # OUT/model is always a complete model, old or new
+        for name in ("model.safetensors", "manifest.json"):
+            shutil.copy2(best / name, tmp / name)
+        if cfg.head_refit.enabled:
+            _refit(cfg, tmp, data or build_task_data(cfg), log)
     history = last["history"]
     summary = {
         "checkpoint": str(model_dir),
@@ -231,10 +228,8 @@ def export(cfg: TrainConfig, out_dir: Path, wall: float, log=print, data: TaskDa
         "wall_seconds": wall,
         "history": history,
     }
-    (out_dir / "history.json").write_text(json.dumps(summary, indent=2, default=float))
+    atomic_write_json(out_dir / "history.json", summary, indent=2, default=float)
     try:
-        from shoprank.eval.report import training_plots
-
         training_plots(history, out_dir)
     except Exception as e:  # noqa: BLE001 - plots are a convenience, never fail a finished run
         log(f"warning: could not draw training plots ({e})")
@@ -248,7 +243,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output directory (checkpoints, model, history)")
     ap.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: config num_workers)")
     ap.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
-    ap.add_argument("--fault-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
     return ap
 
 
@@ -256,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
-        fault = args.fault_after_epoch if args.fault_after_epoch is not None else env_fault_after_epoch()
-        res = train(cfg, args.out, workers=args.workers, address=args.address, fault_after_epoch=fault)
+        res = train(cfg, args.out, workers=args.workers, address=args.address)
     except ShoprankError as e:
         print(f"jobs.train: error: {e}", file=sys.stderr)
         return 2

@@ -3,24 +3,17 @@
 ``run_training`` is what a Ray Train worker runs (``ray_train_loop`` adapts it), what the
 plain single-process benchmark runs, and what a Ray Tune trial wraps: it takes the data
 already in memory, reports once per epoch through a callback, and writes a resumable
-checkpoint every epoch:
-
-- ``model.safetensors`` + ``manifest.json``: the model (``shoprank.model.save_checkpoint``),
-  loadable on its own by ``shoprank.model.load_checkpoint``;
-- ``train_state.safetensors``: optimizer moments and learned loss weights (tensors only);
-- ``progress.json``: epoch counters, early-stopping state, history, optimizer hyper-parameters
-  and the SHA-256 of ``train_state.safetensors``. Nothing is ever pickled.
+checkpoint every epoch: the model (``shoprank.model.save_checkpoint``) plus the training
+state (``shoprank.train.state``). Nothing is ever pickled.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,28 +21,35 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from shoprank.errors import CheckpointError
 from shoprank.eval.tasks import task_metrics, validation_summary
-from shoprank.model.checkpoint import atomic_write_text, read_json_document, read_manifest, save_checkpoint, sha256_file
+from shoprank.model.checkpoint import save_checkpoint
 from shoprank.model.features import item_numeric_features, month_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
+from shoprank.model.registry import spec
 from shoprank.model.text import title_of
 from shoprank.train.config import TrainConfig
 from shoprank.train.gradients import StepGradients
 from shoprank.train.losses import MultiTaskObjective
 from shoprank.train.sampler import batch_indices, step_tasks
-
-STATE_FORMAT = "shoprank-train-state"
-STATE_VERSION = 1
-TRAIN_STATE = "train_state.safetensors"
-PROGRESS = "progress.json"
+from shoprank.train.state import load_resume, newest_checkpoint, save_train_state
 
 ReportFn = Callable[[dict[str, Any], "str | None"], None]
 Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What an epoch-end callback sees: called on every rank after the epoch's report."""
+
+    epoch: int
+    rank: int
+    metrics: dict[str, Any]
+
+
+EpochCallback = Callable[[EpochEnd], None]
 
 
 @dataclass
@@ -79,25 +79,15 @@ def frame_to_arrays(df: pl.DataFrame) -> Arrays:
     }
 
 
-def local_inputs(cfg: TrainConfig, data: Any) -> tuple[dict[str, Arrays], dict[str, pl.DataFrame]]:
-    """(train arrays, validation frames) for running ``run_training`` in one process (no Ray
-    Data): what the benchmark's plain loop and a single-process Ray Tune trial use."""
-    train = {t: frame_to_arrays(data.split(t, "train")) for t in cfg.tasks}
-    val = {}
-    for t in cfg.tasks:
-        df = data.split(t, "val")
-        val[t] = df.sample(cfg.split.max_val_examples, seed=cfg.seed) if df.height > cfg.split.max_val_examples else df
-    return train, val
-
-
 def make_batch(model: MultiTaskModel, task: str, a: Arrays, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
-    """Tokenised tensors for the sides this task needs."""
+    """Tokenised tensors for the sides this task needs (its spec's ``sides``)."""
     enc = model.encoder
+    sides = spec(task).sides
     batch: dict[str, Any] = {"label": torch.as_tensor(a["label"][idx], device=device)}
-    if task not in ("category", "season", "demand"):
+    if sides in ("query", "pair"):
         t = enc.tokenize(a["query"][idx].tolist(), device)
         batch["q_ids"], batch["q_mask"] = t["input_ids"], t["attention_mask"]
-    if task != "intent":
+    if sides in ("item", "pair"):
         t = enc.tokenize(a["item"][idx].tolist(), device)
         batch["i_ids"], batch["i_mask"] = t["input_ids"], t["attention_mask"]
         batch["num"] = torch.as_tensor(a["num"][idx], device=device)
@@ -115,8 +105,8 @@ def build_optimizer(objective: MultiTaskObjective, cfg: TrainConfig) -> torch.op
     enc_ids = {id(p) for p in enc}
     heads = [p for p in objective.parameters() if p.requires_grad and id(p) not in enc_ids]
     groups = [
-        {"params": enc, "lr": cfg.lr, "base_lr": cfg.lr},
-        {"params": heads, "lr": cfg.head_lr, "base_lr": cfg.head_lr},
+        {"params": enc, "lr": cfg.lr, "initial_lr": cfg.lr},
+        {"params": heads, "lr": cfg.head_lr, "initial_lr": cfg.head_lr},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
@@ -130,105 +120,16 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 1.0 - 0.9 * frac
 
 
-# -- resumable state ----------------------------------------------------------------------
-def save_train_state(directory: Path, optimizer: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
-    """Optimizer tensors to safetensors, everything else (and its checksum) to JSON."""
-    sd = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{idx}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
-    if not tensors:
-        tensors["_empty"] = torch.zeros(1)
-    save_file(tensors, str(directory / TRAIN_STATE))
-    state = {
-        "format": STATE_FORMAT,
-        "format_version": STATE_VERSION,
-        **progress,
-        "optimizer": {"param_groups": sd["param_groups"], "scalars": scalars},
-        "train_state_sha256": sha256_file(directory / TRAIN_STATE),
-    }
-    atomic_write_text(directory / PROGRESS, json.dumps(state, indent=2, sort_keys=True, default=float))
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, global_step: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``lr_factor`` as a LambdaLR positioned at ``global_step`` (each group's lr = initial_lr x factor).
 
-
-def read_train_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Check and read ``progress.json`` + ``train_state.safetensors``; CheckpointError if unusable."""
-    directory = Path(directory)
-    read_manifest(directory)  # the model half must be a valid shoprank checkpoint too
-    progress = read_json_document(
-        directory / PROGRESS, STATE_FORMAT, STATE_VERSION, CheckpointError, "training state",
-        f"{directory}: no {PROGRESS}; a model-only checkpoint cannot resume training",
-    )  # fmt: skip
-    ts = directory / TRAIN_STATE
-    if not ts.is_file() or sha256_file(ts) != progress.get("train_state_sha256"):
-        raise CheckpointError(f"{ts}: missing or checksum mismatch (corrupt or replaced)")
-    try:
-        tensors = load_file(str(ts))
-    except Exception as e:  # noqa: BLE001 - safetensors header errors
-        raise CheckpointError(f"{ts}: unreadable ({e})") from e
-    return progress, tensors
-
-
-def checkpoint_epoch(directory: str | Path) -> int:
-    """The epoch a training checkpoint was saved after (-1 if it has no readable progress)."""
-    try:
-        return int(json.loads((Path(directory) / PROGRESS).read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return -1
-
-
-def newest_checkpoint(candidates: list[str | Path | None]) -> str | Path | None:
-    """The candidate saved after the latest epoch (the first on ties); None if there is none."""
-    return max((c for c in candidates if c), key=checkpoint_epoch, default=None)
-
-
-def restore_optimizer(
-    optimizer: torch.optim.Optimizer, progress: dict[str, Any], tensors: dict[str, torch.Tensor]
-) -> None:
-    opt = progress["optimizer"]
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key == "_empty":
-            continue
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
-    for idx, sc in opt.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(sc)
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"optimizer state does not fit this model ({e})") from e
-
-
-def load_resume(
-    directory: str | Path, objective: MultiTaskObjective, optimizer: torch.optim.Optimizer, cfg: TrainConfig
-) -> dict[str, Any]:
-    """Load model weights, optimizer state and progress from a training checkpoint."""
-    from safetensors.torch import load_file as load_weights
-
-    directory = Path(directory)
-    progress, tensors = read_train_state(directory)
-    manifest = read_manifest(directory)
-    if manifest.get("model_config") != cfg.model.model_dump():
-        raise CheckpointError(f"{directory}: checkpoint was trained with a different model config; use a new --out")
-    weights = directory / "model.safetensors"
-    if sha256_file(weights) != manifest.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: checksum does not match the manifest (corrupt or replaced)")
-    try:
-        objective.model.load_state_dict(load_weights(str(weights)), strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights}: weights do not fit this model ({e})") from e
-    if objective.uncertainty is not None:
-        for t, p in objective.uncertainty.log_vars.items():
-            key = f"log_var.{t}"
-            if key in progress.get("log_vars", {}):
-                p.data.fill_(float(progress["log_vars"][key]))
-    restore_optimizer(optimizer, progress, tensors)
-    return progress
+    Checkpoints written before the scheduler name the initial rate ``base_lr``; it is read as such.
+    """
+    for g in optimizer.param_groups:
+        g.setdefault("initial_lr", g.pop("base_lr", g["lr"]))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg), last_epoch=global_step - 1)
 
 
 # -- the loop -----------------------------------------------------------------------------
@@ -259,7 +160,7 @@ def run_training(
     resume_from: str | Path | None = None,
     global_sizes: dict[str, int] | None = None,
     manifest_extra: dict[str, Any] | None = None,
-    fault_after_epoch: int | None = None,
+    callbacks: Sequence[EpochCallback] = (),
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Train for ``cfg.epochs`` epochs (or until early stopping); return the final progress.
@@ -267,7 +168,8 @@ def run_training(
     ``train`` holds this worker's shard per task (``frame_to_arrays``); ``val`` the full
     validation frames. ``report(metrics, checkpoint_dir)`` is called on every rank once per
     epoch; ``checkpoint_dir`` is a directory (rank 0 only) that must be consumed before the
-    callback returns. ``fault_after_epoch`` raises after that epoch's report (tests).
+    callback returns. Each of ``callbacks`` is then called with an :class:`EpochEnd` (tests
+    inject faults this way).
     """
     ctx = ctx or WorkerContext()
     device = torch.device(ctx.device)
@@ -289,6 +191,7 @@ def run_training(
         progress.update({k: v for k, v in load_resume(resume_from, objective, optimizer, cfg).items() if k in progress})
         if log and ctx.rank == 0:
             log(f"resumed from {resume_from} after epoch {progress['epoch']}")
+    scheduler = build_scheduler(optimizer, cfg, int(progress["global_step"]))
     wrapped = ctx.wrap(objective)
     sizes = global_sizes or {t: len(a["label"]) for t, a in train.items()}
     tasks = [t for t in cfg.tasks if sizes.get(t, 0) > 0]
@@ -321,8 +224,6 @@ def run_training(
         samples = 0
         conflicts = pairs = 0  # PCGrad: conflicting (task, other task) gradient pairs met
         for step in schedule:
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * lr_factor(progress["global_step"], cfg)
             step_grads = StepGradients(cfg.grad_surgery) if len(step) > 1 else None
             for task in step:
                 optimizer.zero_grad(set_to_none=True)
@@ -345,6 +246,7 @@ def run_training(
                 for p, g in zip(params, combined, strict=True):
                     p.grad = g
             optimizer.step()
+            scheduler.step()
             progress["global_step"] += 1
             done = progress["global_step"] - (epoch - 1) * cfg.steps_per_epoch
             if log and ctx.rank == 0 and done % max(1, cfg.steps_per_epoch // 5) == 0:
@@ -413,8 +315,8 @@ def run_training(
         finally:
             if ckpt_dir is not None:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if fault_after_epoch is not None and epoch == fault_after_epoch:
-            raise RuntimeError(f"injected fault after epoch {epoch} (fault_after_epoch)")
+        for callback in callbacks:
+            callback(EpochEnd(epoch, ctx.rank, metrics))
         if stop:
             if log and ctx.rank == 0:
                 log(f"early stopping after epoch {epoch}: {es.metric} did not improve for {es.patience} epoch(s)")
@@ -489,14 +391,9 @@ def ray_train_loop(config: dict[str, Any]) -> None:
             resume_from=resume,
             global_sizes=config["train_sizes"],
             manifest_extra=config.get("manifest_extra"),
-            fault_after_epoch=config.get("fault_after_epoch"),
+            callbacks=config.get("callbacks") or (),
             log=print if rank == 0 else None,
         )
     finally:
         if resume_ctx is not None:
             resume_ctx.__exit__(None, None, None)
-
-
-def env_fault_after_epoch() -> int | None:
-    v = os.environ.get("SHOPRANK_FAULT_AFTER_EPOCH")
-    return int(v) if v else None

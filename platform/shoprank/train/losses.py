@@ -7,6 +7,7 @@ step (DDP only synchronises gradients for calls that go through ``forward``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -14,8 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shoprank.model.multitask import MultiTaskModel
-
-REGRESSION_TASKS = ("relevance", "demand")
+from shoprank.model.registry import REGRESSION_TASKS, spec
 
 
 def retrieval_loss(q: torch.Tensor, i: torch.Tensor, logit_scale: torch.Tensor, item_keys: list[str]) -> torch.Tensor:
@@ -79,30 +79,22 @@ class MultiTaskObjective(nn.Module):
         x = self.model.encoder(ids, mask)
         return x if g >= 1.0 else g * x + (1.0 - g) * x.detach()
 
-    def task_loss(self, task: str, batch: dict) -> torch.Tensor:
+    def side(self, task: str, batch: dict, side: str) -> torch.Tensor:
+        """The encoded ``q`` (query) or ``i`` (item) side of a batch."""
+        return self._encode(task, batch[f"{side}_ids"], batch[f"{side}_mask"])
+
+    def pair_output(self, task: str, batch: dict) -> torch.Tensor:
+        """A pair task's raw output [B] (with its lexical term when the batch carries features)."""
         m = self.model
-        label = batch["label"]
-        if task == "intent":
-            q = self._encode(task, batch["q_ids"], batch["q_mask"])
-            return F.cross_entropy(m.class_logits(task, q), label.long())
-        if task in ("category", "season"):
-            i = self._encode(task, batch["i_ids"], batch["i_mask"])
-            return F.cross_entropy(m.class_logits(task, i), label.long())
-        if task == "retrieval":
-            q = self._encode(task, batch["q_ids"], batch["q_mask"])
-            i = self._encode(task, batch["i_ids"], batch["i_mask"])
-            return retrieval_loss(q, i, m.logit_scale, batch["item_keys"])
-        i = self._encode(task, batch["i_ids"], batch["i_mask"])
-        if task == "demand":
-            q = torch.zeros_like(i)
-        else:
-            q = self._encode(task, batch["q_ids"], batch["q_mask"])
+        i = self.side(task, batch, "i")
+        q = self.side(task, batch, "q") if spec(task).uses_query else torch.zeros_like(i)
         out = m.pair_outputs(q, i, batch["num"], batch["month"])[task]
         if "lexical" in batch:
             out = out + m.lexical_term(task, batch["lexical"])
-        if task == "click":
-            return F.binary_cross_entropy_with_logits(out, label)
-        return F.mse_loss(out, label)
+        return out
+
+    def task_loss(self, task: str, batch: dict) -> torch.Tensor:
+        return LOSSES[spec(task).loss](self, task, batch)
 
     def forward(self, task: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         raw = self.task_loss(task, batch)
@@ -110,3 +102,30 @@ class MultiTaskObjective(nn.Module):
         if self.uncertainty is not None:
             return w * self.uncertainty(task, raw), raw.detach()
         return w * raw, raw.detach()
+
+
+def _cross_entropy(obj: MultiTaskObjective, task: str, batch: dict) -> torch.Tensor:
+    emb = obj.side(task, batch, "q" if spec(task).sides == "query" else "i")
+    return F.cross_entropy(obj.model.class_logits(task, emb), batch["label"].long())
+
+
+def _info_nce(obj: MultiTaskObjective, task: str, batch: dict) -> torch.Tensor:
+    q, i = obj.side(task, batch, "q"), obj.side(task, batch, "i")
+    return retrieval_loss(q, i, obj.model.logit_scale, batch["item_keys"])
+
+
+def _bce(obj: MultiTaskObjective, task: str, batch: dict) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(obj.pair_output(task, batch), batch["label"])
+
+
+def _mse(obj: MultiTaskObjective, task: str, batch: dict) -> torch.Tensor:
+    return F.mse_loss(obj.pair_output(task, batch), batch["label"])
+
+
+# The loss each task's spec names (``TaskSpec.loss``).
+LOSSES: dict[str, Callable[[MultiTaskObjective, str, dict], torch.Tensor]] = {
+    "cross_entropy": _cross_entropy,
+    "info_nce": _info_nce,
+    "bce": _bce,
+    "mse": _mse,
+}

@@ -21,12 +21,12 @@ import argparse
 import json
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save_file
 
+from shoprank.files import sha256_file, staged_dir
 from shoprank.model.checkpoint import model_version as checkpoint_model_version
 from shoprank.model.features import NUM_ITEM_FEATURES, NUM_MONTH_FEATURES
 from shoprank.model.multitask import MultiTaskModel
@@ -98,8 +98,7 @@ def export_ranker(
         if k.startswith(("mixer.", "towers."))
     }
     cfg = model.config
-    tmp = Path(tempfile.mkdtemp(dir=repo, prefix=f".{model_name}."))
-    try:
+    with staged_dir(repo / model_name) as tmp:
         vdir = tmp / "1"
         vdir.mkdir()
         save_file(state, str(vdir / numpy_ranker.WEIGHTS), metadata={"model_version": version})
@@ -114,7 +113,7 @@ def export_ranker(
             "num_experts": cfg.num_experts,
             "max_batch_size": max_batch_size,
             "trained_tasks": sorted(model.trained_tasks),
-            "weights_sha256": numpy_ranker.sha256_file(vdir / numpy_ranker.WEIGHTS),
+            "weights_sha256": sha256_file(vdir / numpy_ranker.WEIGHTS),
         }
         (vdir / numpy_ranker.CONFIG).write_text(json.dumps(ranker_cfg, indent=2, sort_keys=True))
         for f in BACKEND_FILES:
@@ -130,18 +129,6 @@ def export_ranker(
                 queue_delay_us,
             )
         )
-        target = repo / model_name
-        if target.exists():
-            old = repo / f".{model_name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return repo / model_name
 
 

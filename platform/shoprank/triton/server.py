@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoprank.net import free_port
 from shoprank.triton import DEFAULT_MODEL_NAME
 from shoprank.triton.errors import TritonEnvError
 
@@ -176,13 +176,6 @@ def ensure_env(env_dir: str | Path | None = None, *, quiet: bool = True) -> Trit
         return env
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _die_with_parent() -> None:
     """In the child before exec: ask Linux to SIGKILL it when its parent goes away."""
     import ctypes
@@ -218,8 +211,8 @@ class TritonServer:
     ) -> None:
         self.repo = Path(repo).resolve()
         self.env_dir = env_dir
-        self.grpc_port = grpc_port or free_port()
-        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port("127.0.0.1")
+        self.http_port = http_port or free_port("127.0.0.1")
         self.log_file = Path(log_file) if log_file else Path(tempfile.mkdtemp(prefix="shoprank-triton-")) / "triton.log"
         self.ready_timeout_s = ready_timeout_s
         self.model_name = model_name

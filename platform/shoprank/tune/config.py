@@ -11,19 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shoprank.model.multitask import TASKS
+from shoprank.model.registry import SPECS, TASKS, unknown_tasks
 from shoprank.yamlconfig import read_yaml, validate_mapping
 
-# Metrics ``shoprank.eval.tasks.task_metrics`` reports per task; an objective may use these.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "intent": ("accuracy", "macro_f1", "loss"),
-    "category": ("accuracy", "macro_f1", "loss"),
-    "season": ("accuracy", "macro_f1", "loss"),
-    "relevance": ("rmse", "ndcg@10", "loss"),
-    "click": ("auc", "accuracy", "loss"),
-    "retrieval": ("recall@10", "mrr", "loss"),
-    "demand": ("rmse", "loss"),
-}
+# Metrics ``shoprank.eval.tasks.task_metrics`` reports per task (its spec's, plus the loss);
+# an objective may use these.
+TASK_METRICS: dict[str, tuple[str, ...]] = {s.name: (*s.metrics, "loss") for s in SPECS}
 
 
 class _Strict(BaseModel):
@@ -48,7 +41,7 @@ class SearchSpace(_Strict):
         if self.high <= self.low:
             raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
         if self.tasks is not None:
-            unknown = sorted(set(self.tasks) - set(TASKS))
+            unknown = unknown_tasks(self.tasks)
             if unknown:
                 raise ValueError(f"tasks: unknown task(s) {unknown}; choose from {list(TASKS)}")
             if not self.tasks:

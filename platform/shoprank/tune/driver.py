@@ -3,7 +3,7 @@
     python -m jobs.tune --config configs/tune.yaml [--out DIR]
     ray job submit --address http://HEAD:8265 --working-dir . -- python -m jobs.tune --config configs/tune.yaml
 
-1. Examples are built once on the driver (``shoprank.train.tasks``) and shared with every trial.
+1. Examples are built once on the driver (``shoprank.tasks.examples``) and shared with every trial.
 2. The sweep: a ``Tuner`` over task loss weights (``shoprank.tune.space``), Optuna TPE search,
    ASHA early stopping on the declared composite objective; each trial runs the same
    ``run_training`` loop as ``jobs/train.py``. Running the same command again restores an
@@ -31,9 +31,10 @@ import yaml
 
 from shoprank.errors import ShoprankError
 from shoprank.eval.tasks import task_metrics
-from shoprank.model.checkpoint import atomic_write_text, load_checkpoint
+from shoprank.files import atomic_write_text
+from shoprank.model.checkpoint import load_checkpoint
+from shoprank.tasks.examples import TaskData, build_task_data
 from shoprank.train.config import TrainConfig, load_config, parse_config
-from shoprank.train.tasks import TaskData, build_task_data
 from shoprank.tune.config import TuneConfig, load_tune_config
 from shoprank.tune.objective import composite
 from shoprank.tune.report import comparison_markdown, plot_weights, write_trials
@@ -187,7 +188,7 @@ def sweep(
     log=print,
 ) -> SweepResult:
     """Run (or restore) the sweep and the baselines; write every output; return the verdict."""
-    from shoprank.train.driver import _init_ray
+    from shoprank.train.driver import init_training_ray
 
     t0 = time.perf_counter()
     base = load_config(tune_cfg.train_config)
@@ -198,7 +199,7 @@ def sweep(
     out_dir = Path(out or Path(tune_cfg.storage_path) / tune_cfg.name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = build_task_data(base)
-    _init_ray(address, tune_cfg.max_concurrent_trials)
+    init_training_ray(address, tune_cfg.max_concurrent_trials)
     trainable = make_trainable(tune_cfg, base, data)
     extra = {"_start_log": start_log} if start_log else {}
 

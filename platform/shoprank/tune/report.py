@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from shoprank.model.checkpoint import atomic_write_text
+from shoprank.files import atomic_write_text
 
 
 def _fmt(v: Any) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 import polars as pl
 import torch
 
+from shoprank.tasks.examples import TaskData, val_frame
 from shoprank.train.config import TrainConfig
 from shoprank.train.loop import frame_to_arrays, run_training
-from shoprank.train.tasks import TaskData, val_frame
 from shoprank.tune.config import TuneConfig
 from shoprank.tune.objective import composite
 from shoprank.tune.space import weights_from_params

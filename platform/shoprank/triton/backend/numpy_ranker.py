@@ -45,6 +45,8 @@ def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file: the same as ``shoprank.files.sha256_file``, copied because this module
+    runs in Triton's environment, which has no shoprank (see the module docstring)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

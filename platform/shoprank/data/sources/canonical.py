@@ -1,0 +1,155 @@
+"""CSV or parquet already in a canonical schema (:mod:`shoprank.data.schemas`): one file or a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from shoprank.data import validate as V
+from shoprank.data.schemas import SCHEMAS
+from shoprank.data.sources.common import LoadResult, make_result, read_delimited
+from shoprank.errors import DataError
+
+# Text columns where blank means unknown (null), as the loaders of real formats produce them.
+_NULLABLE_TEXT = {"intent", "season", "user_hash", "customer_hash", "country"}
+_ID_COLUMN = {"catalogue": "item_id", "queries": "query_id"}
+_REQUIRED_TEXT = {"catalogue": ("title", V.EMPTY_TITLE), "queries": ("text", V.EMPTY_TEXT)}
+
+
+def detect_kind(columns: list[str]) -> str | None:
+    """The canonical kind whose columns are all present (the largest such schema), else None."""
+    matches = [k for k, s in SCHEMAS.items() if all(c in columns for c in s)]
+    return max(matches, key=lambda k: len(SCHEMAS[k])) if matches else None
+
+
+def _closest_kind(columns: list[str]) -> str:
+    return max(SCHEMAS, key=lambda k: (sum(c in columns for c in SCHEMAS[k]) / len(SCHEMAS[k]), -len(SCHEMAS[k])))
+
+
+def _canonical_frame(df: pl.DataFrame, kind: str, source: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Cast a frame that already has the canonical column names; quarantine rows whose casts fail."""
+    schema = SCHEMAS[kind]
+    exprs: dict[str, pl.Expr] = {}
+    rules: list[tuple[pl.Expr, str]] = []
+    for c, dtype in schema.items():
+        src = df.schema[c]
+        if c in _NULLABLE_TEXT and src in (pl.Utf8, pl.String):
+            exprs[c] = V.text_or_null(c)
+            continue
+        if src == dtype:
+            exprs[c] = pl.col(c)
+            continue
+        if src in (pl.Utf8, pl.String, pl.Categorical):
+            if dtype == pl.Float64:
+                exprs[c] = V.to_float(c)
+                rules.append((V.bad_number(c), V.UNPARSEABLE_NUMBER))
+            elif dtype in (pl.Int32, pl.Int64):
+                exprs[c] = V.to_int(c).cast(dtype, strict=False)
+                rules.append((V.bad_number(c, V.to_int(c)), V.UNPARSEABLE_NUMBER))
+            elif dtype == pl.Boolean:
+                exprs[c] = V.to_bool(c, default=True)
+                rules.append((V.to_bool(c).is_null(), V.BAD_VALUE))
+            elif isinstance(dtype, pl.Datetime):
+                exprs[c] = V.to_timestamp(c)
+                rules.append((V.to_timestamp(c).is_null(), V.BAD_TIMESTAMP))
+            else:
+                exprs[c] = pl.col(c).cast(pl.Utf8)
+        else:
+            exprs[c] = pl.col(c).cast(dtype, strict=False)
+            rules.append((pl.col(c).is_not_null() & pl.col(c).cast(dtype, strict=False).is_null(), V.BAD_VALUE))
+    if kind in _ID_COLUMN:
+        rules.insert(0, (V.blank(_ID_COLUMN[kind]), V.EMPTY_ID))
+    elif "item_id" in schema:
+        rules.insert(0, (V.blank("item_id"), V.EMPTY_ID))
+    if kind in _REQUIRED_TEXT:
+        col, reason = _REQUIRED_TEXT[kind]
+        rules.insert(1, (V.blank(col), reason))
+    if "timestamp" in schema and isinstance(df.schema["timestamp"], pl.Datetime):
+        rules.append((pl.col("timestamp").is_null(), V.BAD_TIMESTAMP))
+    if "price" in schema:
+        rules.append((exprs["price"] < 0, V.NEGATIVE_PRICE))
+    if "unit_price" in schema:
+        rules.append((exprs["unit_price"] < 0, V.NEGATIVE_PRICE))
+    if kind == "catalogue":
+        exprs["season"] = V.to_season("season")
+        rules.append((~V.blank("season") & V.to_season("season").is_null(), V.BAD_VALUE))
+        exprs["attributes"] = pl.when(V.blank("attributes")).then(pl.lit("{}")).otherwise(pl.col("attributes"))
+        exprs["description"] = V.text("description")
+        exprs["category_path"] = V.text("category_path")
+        exprs["popularity"] = exprs["popularity"].fill_null(0.0)
+        exprs["in_stock"] = exprs["in_stock"].fill_null(True)
+    raw = pl.struct(list(schema)).struct.json_encode() if df.height else pl.lit("")
+    good, q1 = V.apply_rules(df, rules, source=source, raw=raw)
+    parts = [q1]
+    if kind in _ID_COLUMN:
+        good, q2 = V.quarantine_duplicates(good, _ID_COLUMN[kind], source=source, raw=raw)
+        parts.append(q2)
+    return good.select([exprs[c].cast(t).alias(c) for c, t in schema.items()]), parts
+
+
+def _read_canonical_file(
+    path: Path, kind: str | None, encoding: str | None, notes: list[str]
+) -> tuple[str, pl.DataFrame, list[pl.DataFrame], int]:
+    source = str(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+        try:
+            df = pl.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - polars raises several types for a bad file
+            raise DataError(f"{path}: unreadable parquet ({str(e).splitlines()[0]})") from e
+        if df.height == 0 and not df.columns:
+            raise DataError(f"{path}: empty file")
+        df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias("__row"))
+        q0: list[pl.DataFrame] = []
+        columns = [c for c in df.columns if c != "__row"]
+        rows = df.height
+    else:
+        t = read_delimited(path, encoding=encoding, notes=notes)
+        df, q0, columns, rows = t.df, [t.quarantine], t.columns, t.rows_read
+    kind = kind or _kind_from_name(path) or detect_kind(columns)
+    if kind is None:
+        closest = _closest_kind(columns)
+        V.require_columns(source, columns, list(SCHEMAS[closest]))
+    if kind not in SCHEMAS:
+        raise DataError(f"{path}: unknown kind {kind!r} (known: {', '.join(SCHEMAS)})")
+    V.require_columns(source, columns, list(SCHEMAS[kind]))
+    frame, parts = _canonical_frame(df, kind, source)
+    return kind, frame, q0 + parts, rows
+
+
+def _kind_from_name(path: Path) -> str | None:
+    stem = path.name.split(".")[0]
+    return stem if stem in SCHEMAS else None
+
+
+def load_canonical(
+    path: Path, salt: str | None = None, encoding: str | None = None, kind: str | None = None
+) -> LoadResult:
+    """CSV or parquet already in a canonical schema: one file (kind from its columns or name, or ``kind``),
+    or a folder of ``<kind>.parquet`` / ``<kind>.csv`` files (what ``shoprank data synth`` writes)."""
+    notes: list[str] = []
+    if path.is_dir():
+        files = []
+        for k in SCHEMAS:
+            for ext in (".parquet", ".csv"):
+                if (path / f"{k}{ext}").exists():
+                    files.append((k, path / f"{k}{ext}"))
+                    break
+        if not files:
+            raise DataError(
+                f"{path}: no canonical files (catalogue/queries/judgements/events/transactions "
+                ".parquet or .csv) in this folder"
+            )
+    else:
+        files = [(kind, path)]
+    frames: dict[str, pl.DataFrame] = {}
+    q_parts: list[pl.DataFrame] = []
+    rows = 0
+    for k, f in files:
+        got, frame, parts, n = _read_canonical_file(f, k, encoding, notes)
+        frames[got] = frame
+        q_parts += parts
+        rows += n
+    return make_result("canonical", str(path), rows, frames, q_parts, notes)

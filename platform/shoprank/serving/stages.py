@@ -1,0 +1,104 @@
+"""What each search stage takes and gives (typed, the Merlin-operator idea).
+
+The flow (:mod:`shoprank.serving.flow`) runs three batched stages, each a callable from a list of
+inputs to one output per input, in the same order:
+
+========== ======================= =======================  ==========================================
+stage      takes                   gives                    implemented by
+========== ======================= =======================  ==========================================
+encode     ``str`` (query text)    :class:`EncodedQuery`    ``QueryEncoder`` / ``QueryIntent``
+retrieve   :class:`RetrieveJob`    :class:`Retrieved`       ``Retriever`` / ``CandidateRetriever``
+rank       :class:`RankJob`        :class:`RankedList`      ``Ranker`` / ``MultiTaskRanker``
+========== ======================= =======================  ==========================================
+
+and turns each validated query into a :class:`SearchResult` (or an ``InvalidRequest``).
+Everything here is plain data, so it crosses Ray Serve handles unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shoprank.retrieval.index import FilterSpec
+
+
+@dataclass
+class IntentResult:
+    label: str
+    confidence: float
+    zero_shot: bool
+
+
+@dataclass
+class EncodedQuery:
+    """encode gives, per query text: its embedding [d], its intent and the batch's encode time."""
+
+    embedding: np.ndarray
+    intent: IntentResult
+    encode_ms: float = 0.0
+
+
+@dataclass
+class RetrieveJob:
+    """retrieve takes: a query embedding, its filter (None: none) and how many candidates."""
+
+    embedding: np.ndarray
+    filters: FilterSpec | None
+    n: int
+
+
+@dataclass
+class Retrieved:
+    """retrieve gives: candidate row positions (best first) in one index version, and the search time."""
+
+    positions: np.ndarray
+    index_version: str
+    index_dir: str
+    search_ms: float = 0.0
+
+
+@dataclass
+class RankJob:
+    """rank takes one request's work: positions (Search) or ids (Rank) in one index version."""
+
+    q_emb: np.ndarray
+    k: int
+    weights: dict[str, float]
+    month: int = 0
+    query: str = ""  # the query text, for the relevance head's lexical match features
+    index_dir: str = ""
+    index_version: str = ""  # "" (Rank requests): the ranker's current version
+    positions: np.ndarray | None = None
+    item_ids: list[str] | None = None
+
+
+@dataclass
+class RankedList:
+    """rank gives: the blended top-k (``error`` set when the request cannot be ranked as sent)."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    zero_shot: list[str] = field(default_factory=list)
+    model_version: str = ""
+    index_version: str = ""
+    batch_size: int = 1
+    num_candidates: int = 0
+    rank_ms: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class SearchResult:
+    """Everything a SearchResponse carries, as plain Python (see ``pipeline.to_response``)."""
+
+    items: list[dict[str, Any]]
+    intent: IntentResult
+    model_version: str
+    index_version: str
+    timings_ms: dict[str, float]
+    batch_size: int
+    zero_shot: list[str]
+    weights: dict[str, float]
+    num_candidates: int

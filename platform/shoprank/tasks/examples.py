@@ -1,0 +1,464 @@
+"""Per-task examples built from canonical frames (``shoprank.data``), for training and evaluation.
+
+Every task's examples share one flat schema (``EXAMPLE_SCHEMA``) so one collate function,
+one Ray Data path and one sampler serve them all:
+
+``query`` (empty for item-only tasks), ``item`` (item text; empty for intent), ``item_id``,
+``group`` (the key used for splitting and per-query evaluation), ``price``, ``rating``,
+``popularity``, ``month`` (1..12, 0 = none), ``label`` (class index, 0..1 grade, click 0/1 or
+demand share) and ``split`` ("train" | "val" | "test").
+
+Splits are deterministic: hashed by ``group`` (queries for ranking tasks, items for item
+tasks), or by time for click logs, so ``shoprank eval`` rebuilds exactly the held-out rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from shoprank.errors import ConfigError, DataError
+from shoprank.hashing import unit_hash
+from shoprank.model.registry import CLASS_TASKS
+from shoprank.model.text import item_text
+from shoprank.tasks.config import DataConfig, SourceConfig, SplitConfig, TaskConfig
+
+EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
+    "query": pl.Utf8(),
+    "item": pl.Utf8(),
+    "item_id": pl.Utf8(),
+    "group": pl.Utf8(),
+    "price": pl.Float64(),
+    "rating": pl.Float64(),
+    "popularity": pl.Float64(),
+    "month": pl.Int32(),
+    "label": pl.Float64(),
+    "split": pl.Utf8(),
+}
+FEATURE_COLUMNS = ("price", "rating", "popularity")
+Frames = dict[str, pl.DataFrame]
+
+
+# -- loading ------------------------------------------------------------------------------
+def _frames_of(result: object) -> Frames:
+    frames = getattr(result, "frames", result)
+    if not isinstance(frames, dict):
+        raise DataError(f"loader returned {type(result).__name__}, expected frames")
+    return {k: v for k, v in frames.items() if isinstance(v, pl.DataFrame)}
+
+
+def load_source(src: SourceConfig) -> Frames:
+    """All canonical frames of one source (its parts' frames concatenated by kind)."""
+    out: dict[str, list[pl.DataFrame]] = {}
+    for part in src.all_parts():
+        if part.format == "synthetic":
+            from shoprank.data import synth
+
+            frames = _frames_of(synth.generate(src.n_items, src.seed))
+        else:
+            from shoprank.data import loaders
+
+            frames = _frames_of(loaders.load(part.path, part.format))
+        for kind, df in frames.items():
+            out.setdefault(kind, []).append(df)
+    merged = {k: pl.concat(v, how="diagonal_relaxed") if len(v) > 1 else v[0] for k, v in out.items()}
+    if src.max_rows:
+        merged = {k: v.head(src.max_rows) for k, v in merged.items()}
+    return merged
+
+
+def fingerprint_source(src: SourceConfig, frames: Frames) -> dict[str, object]:
+    """Data fingerprint for the manifest: file sizes + content hash, and frame row counts."""
+    files = []
+    for part in src.all_parts():
+        if part.path and Path(part.path).is_file():
+            h = hashlib.sha256(Path(part.path).read_bytes()).hexdigest()[:16]
+            files.append({"path": Path(part.path).name, "format": part.format, "sha256": h})
+        else:
+            files.append({"format": part.format, "path": part.path, "n_items": src.n_items, "seed": src.seed})
+    return {"files": files, "rows": {k: v.height for k, v in frames.items()}}
+
+
+# -- splits -------------------------------------------------------------------------------
+def hash_split(groups: pl.Series, split: SplitConfig, seed: int = 0) -> pl.Series:
+    """Deterministic train/val/test by hashing the group key."""
+    uniq = groups.unique().to_list()
+    t, v = split.test_fraction, split.val_fraction
+
+    def which(k: object) -> str:
+        u = unit_hash(str(k), seed, "little")
+        return "test" if u < t else ("val" if u < t + v else "train")
+
+    mapping = {k: which(k) for k in uniq}
+    return groups.replace_strict(mapping, return_dtype=pl.Utf8)
+
+
+def time_cutoffs(ts: pl.Series, split: SplitConfig) -> tuple[object, object]:
+    """(val_start, test_start): the last ``test_fraction`` of time is test, the slice before val."""
+    s = ts.drop_nulls().sort()
+    n = s.len()
+    test_start = s[int(n * (1.0 - split.test_fraction))]
+    val_start = s[int(n * (1.0 - split.test_fraction - split.val_fraction))]
+    return val_start, test_start
+
+
+def time_split(ts: pl.Series, split: SplitConfig) -> pl.Series:
+    val_start, test_start = time_cutoffs(ts, split)
+    return (
+        pl.select(
+            pl.when(ts >= test_start)
+            .then(pl.lit("test"))
+            .when(ts >= val_start)
+            .then(pl.lit("val"))
+            .otherwise(pl.lit("train"))
+        )
+        .to_series()
+        .alias("split")
+    )
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _col(df: pl.DataFrame, name: str, default: object = None) -> pl.Expr:
+    return pl.col(name) if name in df.columns else pl.lit(default)
+
+
+def catalogue_view(cat: pl.DataFrame, with_category: bool = True) -> pl.DataFrame:
+    """item_id, item text and numeric feature columns of a catalogue frame."""
+    texts = [
+        item_text(t, d, c if with_category else None)
+        for t, d, c in zip(
+            cat["title"].to_list(),
+            cat["description"].to_list() if "description" in cat.columns else [None] * cat.height,
+            cat["category_path"].to_list() if "category_path" in cat.columns else [None] * cat.height,
+            strict=True,
+        )
+    ]
+    return pl.DataFrame(
+        {
+            "item_id": cat["item_id"].cast(pl.Utf8),
+            "item": texts,
+            "price": cat.select(_col(cat, "price").cast(pl.Float64)).to_series(),
+            "rating": cat.select(_col(cat, "rating").cast(pl.Float64)).to_series(),
+            "popularity": cat.select(_col(cat, "popularity", 0.0).cast(pl.Float64)).to_series(),
+        }
+    ).unique("item_id", keep="first", maintain_order=True)
+
+
+def _finish(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Cast to the example schema; prefix ids with the source name so sources never collide."""
+    for name, dtype in EXAMPLE_SCHEMA.items():
+        if name not in df.columns:
+            default = {"month": 0, "label": 0.0}.get(name, "" if dtype == pl.Utf8() else None)
+            df = df.with_columns(pl.lit(default).alias(name))
+    df = df.select([pl.col(n).cast(t) for n, t in EXAMPLE_SCHEMA.items()])
+    return df.with_columns(
+        pl.concat_str([pl.lit(f"{source}:"), pl.col("item_id").fill_null("")]).alias("item_id"),
+        pl.concat_str([pl.lit(f"{source}:"), pl.col("group").fill_null("")]).alias("group"),
+        pl.col("query").fill_null(""),
+        pl.col("item").fill_null(""),
+    )
+
+
+def _norm_query(s: pl.Expr) -> pl.Expr:
+    return s.str.to_lowercase().str.strip_chars().str.replace_all(r"\s+", " ")
+
+
+def _leaf(path: pl.Expr) -> pl.Expr:
+    return path.str.split(">").list.last().str.strip_chars()
+
+
+def _clicks(frames: Frames) -> pl.DataFrame | None:
+    ev = frames.get("events")
+    if ev is None or ev.is_empty():
+        return None
+    return ev.filter(pl.col("event_type").is_in(["click", "purchase"]))
+
+
+# -- builders (frames of one source -> examples of one task, with a ``split`` column) ------
+def build_intent(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+    q = frames.get("queries")
+    rows = None
+    if q is not None and "intent" in q.columns and q["intent"].drop_nulls().len() > 0:
+        rows = q.filter(pl.col("intent").is_not_null()).select(pl.col("text").alias("query"), pl.col("intent"))
+    else:
+        clicks, cat = _clicks(frames), frames.get("catalogue")
+        if clicks is not None and cat is not None and "category_path" in cat.columns:
+            leaf = cat.select(pl.col("item_id").cast(pl.Utf8), _leaf(pl.col("category_path")).alias("intent"))
+            rows = (
+                clicks.select("query", pl.col("item_id").cast(pl.Utf8))
+                .join(leaf.unique("item_id"), on="item_id", how="inner")
+                .select("query", "intent")
+            )
+    if rows is None or rows.is_empty():
+        return None
+    rows = rows.with_columns(_norm_query(pl.col("query")).alias("query")).filter(pl.col("query") != "")
+    # One label per query: its most frequent class.
+    rows = (
+        rows.group_by("query", "intent")
+        .len()
+        .sort(["query", "len", "intent"], descending=[False, True, False])
+        .unique("query", keep="first", maintain_order=True)
+    )
+    return rows.with_columns(pl.col("intent").alias("class"), pl.col("query").alias("group")).with_columns(
+        hash_split(rows["query"], sp, seed).alias("split")
+    )
+
+
+def build_retrieval(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+    cat = frames.get("catalogue")
+    if cat is None:
+        return None
+    view = catalogue_view(cat)
+    parts = []
+    j = frames.get("judgements")
+    if j is not None and not j.is_empty():
+        lo, hi = j["label"].min(), j["label"].max()
+        thr = lo + 0.75 * (hi - lo) if hi > lo else lo
+        parts.append(j.filter(pl.col("label") >= thr).select("query", pl.col("item_id").cast(pl.Utf8)))
+    clicks = _clicks(frames)
+    if clicks is not None:
+        parts.append(clicks.select("query", pl.col("item_id").cast(pl.Utf8)))
+    if not parts:
+        return None
+    pairs = pl.concat(parts).with_columns(_norm_query(pl.col("query")).alias("query")).unique(maintain_order=True)
+    df = pairs.join(view, on="item_id", how="inner").filter(pl.col("query") != "")
+    if df.is_empty():
+        return None
+    return df.with_columns(pl.col("query").alias("group"), pl.lit(1.0).alias("label")).with_columns(
+        hash_split(df["query"], sp, seed).alias("split")
+    )
+
+
+def build_relevance(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+    j, cat = frames.get("judgements"), frames.get("catalogue")
+    if j is None or cat is None or j.is_empty():
+        return None
+    lo, hi = float(j["label"].min()), float(j["label"].max())
+    span = (hi - lo) or 1.0
+    df = (
+        j.select("query", pl.col("item_id").cast(pl.Utf8), ((pl.col("label") - lo) / span).alias("label"))
+        .join(catalogue_view(cat), on="item_id", how="inner")
+        .with_columns(_norm_query(pl.col("query")).alias("query"))
+    )
+    return df.with_columns(pl.col("query").alias("group")).with_columns(
+        hash_split(df["query"], sp, seed).alias("split")
+    )
+
+
+def build_click(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+    ev, cat = frames.get("events"), frames.get("catalogue")
+    if ev is None or cat is None or ev.is_empty():
+        return None
+    view = catalogue_view(cat)
+    ev = ev.with_columns(_norm_query(pl.col("query")).alias("query"), pl.col("item_id").cast(pl.Utf8))
+    ev = ev.with_columns(
+        time_split(ev["timestamp"], sp) if ev["timestamp"].null_count() < ev.height else pl.lit("train").alias("split")
+    )
+    has_impr = (ev["event_type"] == "impression").any()
+    clicks = ev.filter(pl.col("event_type").is_in(["click", "purchase"]))
+    pos = clicks.select("query", "item_id", "timestamp", "split", pl.lit(1.0).alias("label"))
+    if has_impr:
+        clicked = clicks.select("query", "item_id").unique()
+        neg = (
+            ev.filter(pl.col("event_type") == "impression")
+            .join(clicked, on=["query", "item_id"], how="anti")
+            .select("query", "item_id", "timestamp", "split", pl.lit(0.0).alias("label"))
+        )
+    else:  # negatives sampled from the catalogue, never an item clicked for that query
+        rng = np.random.default_rng(seed)
+        ids = view["item_id"].to_numpy()
+        k = tc.negatives
+        n = pos.height * k
+        cand = ids[rng.integers(0, len(ids), size=n)] if n else np.array([], dtype=object)
+        neg = pl.DataFrame(
+            {
+                "query": np.repeat(pos["query"].to_numpy(), k),
+                "item_id": cand,
+                "timestamp": np.repeat(pos["timestamp"].to_numpy(), k),
+                "split": np.repeat(pos["split"].to_numpy(), k),
+            },
+            schema_overrides={"timestamp": pos.schema["timestamp"]},
+        ).with_columns(pl.lit(0.0).alias("label"))
+        neg = neg.join(pos.select("query", "item_id").unique(), on=["query", "item_id"], how="anti")
+    df = pl.concat([pos, neg.select(pos.columns)]).join(view, on="item_id", how="inner")
+    month = df["timestamp"].dt.month().fill_null(0) if "timestamp" in df.columns else 0
+    return df.with_columns(pl.col("query").alias("group"), pl.Series("month", month).cast(pl.Int32))
+
+
+def _item_class_rows(cat: pl.DataFrame, column: pl.Expr, sp: SplitConfig, seed: int) -> pl.DataFrame:
+    view = catalogue_view(cat, with_category=False)
+    attrs = cat["attributes"].to_list() if "attributes" in cat.columns else [None] * cat.height
+    labels = cat.select(pl.col("item_id").cast(pl.Utf8), column.alias("class"))
+    # Item attributes (colour, gender, usage, year) are legitimate inputs for item tasks; the
+    # attribute that *is* the label is removed.
+    extra = {}
+    for iid, a in zip(cat["item_id"].cast(pl.Utf8).to_list(), attrs, strict=True):
+        try:
+            d = json.loads(a) if a else {}
+        except (json.JSONDecodeError, TypeError):
+            d = {}
+        if isinstance(d, dict):
+            extra[iid] = " ".join(
+                f"{v}" for k, v in d.items() if k.lower() not in ("season", "articletype", "category") and v is not None
+            )
+    df = view.join(labels.unique("item_id"), on="item_id", how="inner").filter(pl.col("class").is_not_null())
+    df = df.with_columns(
+        pl.concat_str([pl.col("item"), pl.col("item_id").replace_strict(extra, default="")], separator=" | ")
+        .str.strip_chars(" |")
+        .alias("item")
+    )
+    return df.with_columns(pl.col("item_id").alias("group")).with_columns(
+        hash_split(df["item_id"], sp, seed).alias("split")
+    )
+
+
+def build_category(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+    cat = frames.get("catalogue")
+    if cat is None or "category_path" not in cat.columns or cat["category_path"].drop_nulls().len() == 0:
+        return None
+    return _item_class_rows(cat.filter(pl.col("category_path") != ""), _leaf(pl.col("category_path")), sp, seed)
+
+
+def build_season(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+    cat = frames.get("catalogue")
+    if cat is None or "season" not in cat.columns or cat["season"].drop_nulls().len() == 0:
+        return None
+    return _item_class_rows(cat, pl.col("season").str.to_lowercase(), sp, seed)
+
+
+def demand_table(tx: pl.DataFrame, min_lines: int = 5) -> pl.DataFrame:
+    """Monthly demand share per item: item (description), month 1..12, share, price, total."""
+    tx = tx.filter((pl.col("quantity") > 0) & pl.col("description").is_not_null() & pl.col("timestamp").is_not_null())
+    tx = tx.with_columns(
+        pl.col("description").str.strip_chars().alias("item"), pl.col("timestamp").dt.month().alias("month")
+    )
+    tx = tx.filter(pl.col("item") != "")
+    items = (
+        tx.group_by("item")
+        .agg(
+            pl.len().alias("lines"),
+            pl.col("quantity").sum().alias("total"),
+            pl.col("unit_price").median().alias("price"),
+        )
+        .filter(pl.col("lines") >= min_lines)
+    )
+    monthly = tx.group_by("item", "month").agg(pl.col("quantity").sum().alias("qty"))
+    grid = items.select("item").join(
+        pl.DataFrame({"month": list(range(1, 13))}, schema={"month": pl.Int8}), how="cross"
+    )
+    df = (
+        grid.join(monthly.with_columns(pl.col("month").cast(pl.Int8)), on=["item", "month"], how="left")
+        .join(items, on="item")
+        .with_columns((pl.col("qty").fill_null(0) / pl.col("total")).alias("label"))
+    )
+    return df.sort("item", "month")
+
+
+def build_demand(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+    tx = frames.get("transactions")
+    if tx is None or tx.is_empty():
+        return None
+    df = demand_table(tx)
+    if df.is_empty():
+        return None
+    df = df.with_columns(
+        pl.col("item").alias("item_id"),
+        pl.col("item").alias("group"),
+        pl.lit(None, dtype=pl.Float64).alias("rating"),
+        pl.col("total").cast(pl.Float64).alias("popularity"),
+    )
+    return df.with_columns(hash_split(df["item"], sp, seed).alias("split"))
+
+
+BUILDERS: dict[str, Callable[[Frames, TaskConfig, SplitConfig, int], pl.DataFrame | None]] = {
+    "intent": build_intent,
+    "retrieval": build_retrieval,
+    "relevance": build_relevance,
+    "click": build_click,
+    "category": build_category,
+    "season": build_season,
+    "demand": build_demand,
+}
+
+
+@dataclass
+class TaskData:
+    """Examples per task (EXAMPLE_SCHEMA, with splits), label maps and source fingerprints."""
+
+    examples: dict[str, pl.DataFrame]
+    label_maps: dict[str, list[str]] = field(default_factory=dict)
+    fingerprints: dict[str, object] = field(default_factory=dict)
+    frames: dict[str, Frames] = field(default_factory=dict)  # per source, for evaluation
+
+    def split(self, task: str, name: str) -> pl.DataFrame:
+        return self.examples[task].filter(pl.col("split") == name)
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        return {
+            t: {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")} for t, df in self.examples.items()
+        }
+
+
+def _label_map(train_classes: pl.Series, tc: TaskConfig) -> list[str]:
+    counts = train_classes.value_counts(sort=True, name="n")
+    counts = counts.filter(pl.col("n") >= tc.min_class_count).sort(["n", train_classes.name], descending=[True, False])
+    return [str(c) for c in counts[train_classes.name].head(tc.max_classes).to_list()]
+
+
+def build_task_data(cfg: DataConfig, frames_by_source: dict[str, Frames] | None = None) -> TaskData:
+    """Load each source once and build every configured task's examples."""
+    frames_by_source = dict(frames_by_source or {})
+    fingerprints: dict[str, object] = {}
+    for name in sorted({s for t in cfg.tasks.values() for s in t.sources}):
+        if name not in frames_by_source:
+            frames_by_source[name] = load_source(cfg.sources[name])
+        fingerprints[name] = fingerprint_source(cfg.sources[name], frames_by_source[name])
+    examples: dict[str, pl.DataFrame] = {}
+    label_maps: dict[str, list[str]] = {}
+    for task, tc in cfg.tasks.items():
+        parts = []
+        for src in tc.sources:
+            df = BUILDERS[task](frames_by_source[src], tc, cfg.split, cfg.data_seed)
+            if df is None or df.is_empty():
+                continue
+            if task in CLASS_TASKS:
+                df = df.with_columns(pl.col("class").cast(pl.Utf8))
+                parts.append(_finish(df, src).with_columns(df["class"].alias("class")))
+            else:
+                parts.append(_finish(df, src))
+        if not parts:
+            raise ConfigError(f"tasks.{task}: none of its sources {tc.sources} has data for this task")
+        # A fixed row order: joins and unique() do not keep one, and samples (max_examples,
+        # validation subsets, eval caps) must pick the same rows in every process.
+        df = pl.concat(parts).sort(["split", "group", "item_id", "query", "month", "label"])
+        if task in CLASS_TASKS:
+            classes = _label_map(df.filter(pl.col("split") == "train")["class"], tc)
+            if len(classes) < 2:
+                raise ConfigError(f"tasks.{task}: fewer than 2 classes with >= {tc.min_class_count} training examples")
+            index = {c: i for i, c in enumerate(classes)}
+            df = df.filter(pl.col("class").is_in(classes)).with_columns(
+                pl.col("class").replace_strict(index, return_dtype=pl.Float64).alias("label")
+            )
+            df = df.drop("class")
+            label_maps[task] = classes
+        if tc.max_examples:
+            train = df.filter(pl.col("split") == "train")
+            if train.height > tc.max_examples:
+                train = train.sample(tc.max_examples, seed=cfg.seed)
+            df = pl.concat([train, df.filter(pl.col("split") != "train")])
+        examples[task] = df
+    return TaskData(examples, label_maps, fingerprints, frames_by_source)
+
+
+def val_frame(data: TaskData, task: str, cfg: DataConfig) -> pl.DataFrame:
+    """A task's validation examples, capped at ``split.max_val_examples`` (a fixed sample per data seed)."""
+    df = data.split(task, "val")
+    if df.height > cfg.split.max_val_examples:
+        df = df.sample(cfg.split.max_val_examples, seed=cfg.data_seed)
+    return df

@@ -1,0 +1,138 @@
+"""Feedback over a real gRPC socket: Serve's gRPC proxy -> ingress -> a real store server.
+
+OK means stored and counted; a malformed event gets INVALID_ARGUMENT naming it and nothing is stored;
+a stopped store gets UNAVAILABLE (and OK again once it is back, no restart); every Search response
+carries its own request_id. One Serve app and one store server (own dir) for the module.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+import redis
+from shoprank.hashing import hash_id
+from shoprank.serving.client import SearchClient
+from shoprank.serving.protos import pb2
+from shoprank.store.server import LocalStore
+
+from tests.serving_helpers import small_catalogue, text_of
+
+TOKEN = "test-token-24"
+APP = "shoprank"
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, tmp_path_factory):
+    from shoprank.retrieval.build import build_index
+    from shoprank.serve_app import server
+
+    tmp = tmp_path_factory.mktemp("feedback")
+    cat = small_catalogue()
+    cat.write_parquet(tmp / "catalogue.parquet")
+    build_index(tmp / "catalogue.parquet", tmp / "index", encoder="tiny", batch_size=100)
+    store = LocalStore(tmp / "store").start()
+    port = server.free_port()
+    server.start_serve(port)
+    args = {
+        "index_dir": str(tmp / "index"),
+        "encoder": "tiny",
+        "token": TOKEN,
+        "store_url": store.url,
+        "store": {"max_batch_events": 50, "timeout_s": 2.0, "connect_timeout_s": 0.5},
+        "serving": {"num_candidates": 50, "max_k": 50, "request_timeout_s": 120},
+        "ranker_num_cpus": 0.25,
+        "intent_num_cpus": 0.25,
+        "retriever_num_cpus": 0.1,
+        "ingress_num_cpus": 0.1,
+    }
+    server.deploy(args, name=APP)
+    client = SearchClient(f"localhost:{port}", token=TOKEN, timeout=60)
+    yield {"client": client, "store": store, "cat": cat}
+    client.close()
+    from ray import serve
+
+    serve.shutdown()
+    store.stop()
+
+
+def feedback(client: SearchClient, events: list[pb2.FeedbackEvent], token: bool = True) -> pb2.FeedbackResponse:
+    metadata = client.metadata if token else [m for m in client.metadata if m[0] != "authorization"]
+    return client.stub.Feedback(pb2.FeedbackRequest(events=events), metadata=metadata, timeout=60)
+
+
+def stats(store: LocalStore) -> dict[str, str]:
+    return redis.Redis.from_url(store.url, decode_responses=True).hgetall("sr:stats")
+
+
+def test_search_responses_carry_a_unique_request_id(served) -> None:
+    c, cat = served["client"], served["cat"]
+    ids = [c.search(text_of(cat, i), k=3).request_id for i in (1, 2, 3)]
+    ids.append(c.rank(text_of(cat, 4), cat["item_id"][:5].to_list()).request_id)
+    assert all(len(i) >= 16 for i in ids) and len(set(ids)) == 4
+
+
+def test_feedback_ok_means_stored_and_counted(served) -> None:
+    c, cat, store = served["client"], served["cat"], served["store"]
+    resp = c.search(text_of(cat, 7), k=5, user_id="shopper-1")
+    now_ms = int(time.time() * 1000)
+    events = [
+        pb2.FeedbackEvent(request_id=resp.request_id, user_id="shopper-1", query=text_of(cat, 7),
+                          item_id=it.item_id, type=pb2.IMPRESSION, event_time_ms=now_ms, position=it.rank)
+        for it in resp.items
+    ]  # fmt: skip
+    clicked = resp.items[0].item_id
+    events.append(pb2.FeedbackEvent(request_id=resp.request_id, user_id="shopper-1", query=text_of(cat, 7),
+                                    item_id=clicked, type=pb2.CLICK, position=1, event_id="click-1"))  # fmt: skip
+    before = int(stats(store).get("events", 0))
+    got = feedback(c, events)
+    assert (got.accepted, got.duplicates) == (6, 0)
+    client = redis.Redis.from_url(store.url, decode_responses=True)
+    assert int(client.hget("sr:stats", "events")) == before + 6
+    assert client.smembers(f"sr:u:{hash_id('shopper-1')}:any") == {clicked}
+    assert sum(int(v) for v in client.hgetall("sr:n:impression:pop").values()) >= 5
+    again = feedback(c, events[-1:])  # a resend with the same event_id is acknowledged, not counted again
+    assert (again.accepted, again.duplicates) == (0, 1)
+    assert int(client.hget("sr:stats", "events")) == before + 6
+
+
+def test_malformed_feedback_is_rejected_whole(served) -> None:
+    c, store = served["client"], served["store"]
+    before = redis.Redis.from_url(store.url).dbsize()
+    good = pb2.FeedbackEvent(query="boots", item_id="SKU0000001", type=pb2.CLICK)
+    cases = [
+        (pb2.FeedbackEvent(query="boots", item_id="", type=pb2.CLICK), "events[2].item_id"),
+        (pb2.FeedbackEvent(query="", item_id="SKU0000001", type=pb2.CLICK), "events[2].query"),
+        (pb2.FeedbackEvent(query="boots", item_id="SKU0000001"), "events[2].type"),
+        (pb2.FeedbackEvent(query="boots", item_id="SKU0000001", type=pb2.CLICK, event_time_ms=5),
+         "events[2].event_time_ms"),
+    ]  # fmt: skip
+    for bad, where in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            feedback(c, [good, good, bad, good])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(where + ": "), err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        feedback(c, [good] * 51)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 50" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        feedback(c, [good], token=False)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert redis.Redis.from_url(store.url).dbsize() == before  # nothing of any of them stored
+
+
+def test_store_down_is_unavailable_then_back_without_restart(served) -> None:
+    c, store = served["client"], served["store"]
+    event = pb2.FeedbackEvent(query="boots", item_id="SKU0000002", type=pb2.CLICK, event_id="while-down")
+    store.stop()
+    try:
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as err:
+                feedback(c, [event])
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+            assert "retry" in err.value.details()
+    finally:
+        store.start()  # same dir and port: the caller's retry goes through
+    assert feedback(c, [event]).accepted == 1
+    assert c.search("boots", k=3).items  # Search never needed the store

@@ -1,0 +1,107 @@
+"""A real loss-weight sweep on a local Ray Tune: ASHA, outputs, best config, restore after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from shoprank.train.config import load_config
+from shoprank.tune.config import parse_tune_config
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = yaml.safe_load((REPO / "configs" / "tune_tiny.yaml").read_text())
+
+
+def _cfg(**over: object) -> dict:
+    data = json.loads(json.dumps(BASE))
+    for key, value in over.items():
+        node = data
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return data
+
+
+def _kill_after_trials(cmd: list[str], starts: Path, n_started: int, timeout_s: float = 600) -> None:
+    """Run ``cmd`` in its own session and SIGKILL it (and its local Ray) once ``n_started``
+    trials have started, i.e. (with one trial at a time) ``n_started - 1`` have finished."""
+    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", RAY_AUTH_MODE="disabled")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if starts.exists() and len(starts.read_text().split()) >= n_started:
+                time.sleep(3)  # let Tune write its experiment state once more
+                break
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_path: Path) -> None:
+    from shoprank.tune.driver import sweep
+
+    data = _cfg(storage_path=str(tmp_path / "store"), num_samples=4, max_concurrent_trials=1)
+    config_path = tmp_path / "sweep.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    starts = tmp_path / "starts.log"
+    out = tmp_path / "out"
+
+    # A real sweep process is killed while its third trial runs (two have finished).
+    _kill_after_trials(
+        [
+            sys.executable,
+            "-m",
+            "shoprank.tune.driver",
+            "--config",
+            str(config_path),
+            "--out",
+            str(out),
+            "--start-log",
+            str(starts),
+        ],
+        starts,
+        n_started=3,
+    )
+    first = starts.read_text().split()
+    assert len(first) >= 3, "the sweep was killed before two trials finished"
+    finished_before = first[:2]
+
+    # The same sweep again restores from its storage and finishes.
+    res = sweep(parse_tune_config(data), out, start_log=str(starts))
+    all_starts = starts.read_text().split()
+    for trial in finished_before:
+        assert all_starts.count(trial) == 1, f"finished trial {trial} was run again after restore"
+
+    trials = pl.read_csv(out / "trials.csv")
+    tuned = trials.filter(pl.col("kind") == "tuned")
+    assert tuned.height == 4
+    assert set(trials.filter(pl.col("kind") == "baseline")["trial"]) == {"equal", "uncertainty"}
+    # ASHA stopped at least one trial before the full budget; baselines always get it.
+    max_epochs = load_config(BASE["train_config"]).epochs
+    assert tuned["epochs"].min() < max_epochs
+    assert (trials.filter(pl.col("kind") == "baseline")["epochs"] == max_epochs).all()
+
+    # Outputs: table, plot, comparison, and a best config that training accepts as it is.
+    for name in ("trials.csv", "trials.md", "weights_vs_objective.png", "comparison.json", "comparison.md"):
+        assert (out / name).stat().st_size > 0, name
+    best = load_config(res.best_config)
+    best_row = tuned.sort("best_objective", descending=True).row(0, named=True)
+    for task, tc in best.tasks.items():
+        assert tc.weight == pytest.approx(best_row[f"weight/{task}"], rel=1e-6)
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison["runs"]) == {"tuned", "equal", "uncertainty"}
+    assert comparison["winner"] in comparison["runs"]
