@@ -41,7 +41,6 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "label": pl.Float64(),
     "split": pl.Utf8(),
 }
-FEATURE_COLUMNS = ("price", "rating", "popularity")
 Frames = dict[str, pl.DataFrame]
 
 
