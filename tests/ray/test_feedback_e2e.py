@@ -3,15 +3,21 @@
 OK means stored and counted; a malformed event gets INVALID_ARGUMENT naming it and nothing is stored;
 a stopped store gets UNAVAILABLE (and OK again once it is back, no restart); every Search response
 carries its own request_id. One Serve app and one store server (own dir) for the module.
+
+The app serves the learned click blend (weights in ``serving.click_blend_weights``): Search with
+the store killed answers every call from the model alone, flagged ``degraded``; once the store is
+back the blend and its signals are back, no restart.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 import redis
+from shoprank.clicks.features import BlendWeights
 from shoprank.hashing import hash_id
 from shoprank.serving.client import SearchClient
 from shoprank.serving.protos import pb2
@@ -21,6 +27,14 @@ from tests.serving_helpers import small_catalogue, text_of
 
 TOKEN = "test-token-24"
 APP = "shoprank"
+
+
+def blend_weights() -> dict[str, dict[str, float]]:
+    """A hand-set click blend: the query's clicks, the user's own, then the model's rank."""
+    w = BlendWeights.zeros()
+    for name, v in (("share_7d", 1.0), ("user_clicked", 0.5), ("model_rank", 2.0)):
+        w.weights[list(w.to_dict()).index(name)] = v
+    return w.to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +55,13 @@ def served(ray_local, tmp_path_factory):
         "token": TOKEN,
         "store_url": store.url,
         "store": {"max_batch_events": 50, "timeout_s": 2.0, "connect_timeout_s": 0.5},
-        "serving": {"num_candidates": 50, "max_k": 50, "request_timeout_s": 120},
+        "serving": {
+            "num_candidates": 100,
+            "max_k": 50,
+            "request_timeout_s": 120,
+            "click_blend_weights": blend_weights(),
+            "store_timeout_s": 1.0,
+        },  # a loaded 2-core CI box
         "ranker_num_cpus": 0.25,
         "intent_num_cpus": 0.25,
         "retriever_num_cpus": 0.1,
@@ -136,3 +156,25 @@ def test_store_down_is_unavailable_then_back_without_restart(served) -> None:
         store.start()  # same dir and port: the caller's retry goes through
     assert feedback(c, [event]).accepted == 1
     assert c.search("boots", k=3).items  # Search never needed the store
+
+
+def test_search_degrades_while_the_store_is_down_then_blends_again(served) -> None:
+    c, store, cat = served["client"], served["store"], served["cat"]
+    q, item = text_of(cat, 11), cat["item_id"][12]
+    click = pb2.FeedbackEvent(query=q, item_id=item, type=pb2.CLICK, user_id="shopper-9", event_id="blend-1")
+    assert feedback(c, [click]).accepted + feedback(c, [click]).duplicates == 2
+    up = c.search(q, k=5, user_id="shopper-9")
+    assert not up.degraded and up.items[0].item_id == item, "the click moved the clicked item first"
+    assert {"query_clicks", "user_history", "popularity"} <= set(up.signals)
+    queries = [text_of(cat, i) for i in range(24)]
+    store.kill()
+    try:
+        with ThreadPoolExecutor(4) as pool:  # under load: every call answered, none failed
+            down = list(pool.map(lambda t: c.search(t, k=5, user_id="shopper-9"), queries))
+        assert len(down) == len(queries) and all(r.degraded and r.degraded_reason for r in down)
+        assert all(list(r.signals) == [] and r.items for r in down)
+    finally:
+        store.start()  # same dir and port; its append-only file still holds the click
+    back = c.search(q, k=5, user_id="shopper-9")
+    assert not back.degraded and back.degraded_reason == "" and set(back.signals) == set(up.signals)
+    assert [it.item_id for it in back.items] == [it.item_id for it in up.items]

@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--catalogue", type=Path, default=None, help="product catalogue for --clicks (XML/.zip or canonical)"
     )
+    p.add_argument(
+        "--write-blend",
+        action="store_true",
+        help="with --clicks: write the fitted click blend's weights to CHECKPOINT/click_blend.json, "
+        "where a ranker serving this checkpoint with a store reads them",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (metric names as keys)")
     p.add_argument("--out", type=Path, default=None, help="also write eval.json, eval.md (and plots) here")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (faster)")
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.clicks is not None or args.catalogue is not None:
         if args.clicks is None or args.catalogue is None:
             raise ShoprankError("--clicks and --catalogue go together")
-        result = runner.evaluate_clicks(args.checkpoint, args.clicks, args.catalogue)
+        result = runner.evaluate_clicks(args.checkpoint, args.clicks, args.catalogue, write_blend=args.write_blend)
     elif args.judgements is not None:
         result = runner.evaluate_judgements(args.checkpoint, args.judgements)
     else:

@@ -45,6 +45,7 @@ FEATURES = (
 )
 EPS = 1e-3
 CANDIDATES = 100
+CLICK_BLEND_FILE = "click_blend.json"  # fitted weights in a checkpoint dir (BlendWeights.to_dict(); eval writes it)
 USER, USER_ANY = FEATURES.index("user_clicked"), FEATURES.index("user_clicked_any")
 WINDOWS = ("7d", "2d", "12h", "all")  # click tables by half-life (7 days, 2 days, 12 hours) and undecayed
 
@@ -189,8 +190,12 @@ class BlendWeights:
 
     def rank(self, cands: Sequence[str], rows: np.ndarray, k: int) -> list[str]:
         """The ``k`` best candidates by score, ties by item id."""
+        return [c for c, _ in self.ranked(cands, rows, k)]
+
+    def ranked(self, cands: Sequence[str], rows: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """:meth:`rank` with each candidate's score."""
         s = self.score(rows)
-        return [cands[j] for j in np.lexsort((np.array(cands), -s))[:k]]
+        return [(cands[j], float(s[j])) for j in np.lexsort((np.array(cands), -s))[:k]]
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         """Per feature name: weight, mean, scale (what a checkpoint or serving config stores)."""

@@ -11,6 +11,7 @@ Three entry points:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from shoprank.clicks.features import CLICK_BLEND_FILE, BlendWeights
 from shoprank.errors import DataError
 from shoprank.eval import metrics as M
 from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, normalize_query
@@ -220,7 +222,9 @@ def click_ranking(
     test: pl.DataFrame,
     items: pl.DataFrame,
     caches: Caches | None = None,
+    blends: dict[str, BlendWeights] | None = None,
 ) -> dict[str, dict[str, float]]:
+    """Every click system's MAP@5 and recall@100; ``blends`` (when given) receives each learned blend's weights."""
     lookup = QueryLookup(train["query"].to_list(), train["item_id"].to_list())
     recent = QueryLookup(
         train["query"].to_list(),
@@ -286,6 +290,8 @@ def click_ranking(
         except ValueError:
             break
         per_click[name] = fitted.rank(train, test)
+        if blends is not None:
+            blends[name] = fitted.blend
     return click_ranking_metrics(systems, test, per_click)
 
 
@@ -341,7 +347,7 @@ def evaluate_judgements(checkpoint: str | Path, path: str | Path, device: str = 
 
 
 def evaluate_clicks(
-    checkpoint: str | Path, clicks: str | Path, catalogue: str | Path, device: str = "cpu"
+    checkpoint: str | Path, clicks: str | Path, catalogue: str | Path, device: str = "cpu", write_blend: bool = False
 ) -> dict[str, Any]:
     """MAP@5 and recall@100 on a click log in the Best Buy format against its catalogue.
 
@@ -350,6 +356,8 @@ def evaluate_clicks(
     ones as history. ``map@5``/``recall@100`` are the learned click blend's (``system`` names
     it; ``lookup+model`` when the log is too small to fit the blend), every other system
     reports as ``<system>/map@5``; ``model_all_clicks/*`` ranks every click by the model alone.
+    ``write_blend``: the fitted learned blend's weights go to the checkpoint's ``click_blend.json``
+    (what a ranker serving this checkpoint with a store reads, see ``shoprank.serving.clicks``).
     """
     from shoprank.data import loaders
 
@@ -377,7 +385,10 @@ def evaluate_clicks(
     out.update({"test_clicks": float(test.height), "history_clicks": float(history.height)})
     if test.is_empty() or history.is_empty():
         raise DataError(f"{clicks}: {known.height} clicks on catalogue items are too few to split by time")
-    res = click_ranking(model, None, history, test, items, caches)
+    blends: dict[str, BlendWeights] = {}
+    res = click_ranking(model, None, history, test, items, caches, blends)
+    if write_blend and "learned_blend" in blends:
+        (Path(checkpoint) / CLICK_BLEND_FILE).write_text(json.dumps(blends["learned_blend"].to_dict(), indent=1))
     system = "learned_blend" if "learned_blend" in res else "lookup+model"
     out.update({"system": system, "map@5": res[system]["map@5"], "recall@100": res[system]["recall@100"]})
     for name, m in res.items():

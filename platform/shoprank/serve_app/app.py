@@ -10,10 +10,12 @@ default; a ``user_config`` under ``deployments:`` in serve_config.yaml overrides
 a user_config and ``serve deploy``-ing again reconfigures the live replicas in place.
 
 The online store (``store_url``, e.g. ``redis://HOST:PORT/0``; ``store``: :class:`StoreConfig`
-fields) is where ``Feedback`` writes events; ``shoprank serve``/``demo`` start a local one with
-:func:`shoprank.store.server.ensure_local_store`. User ids are hashed with the salt in
-``$SHOPRANK_ID_SALT`` (passed on to every replica when set where the app is built): set the same
-salt wherever logs are loaded into the store (``shoprank events load``), or the histories won't meet.
+fields) is where ``Feedback`` writes events and the ranker's click blend reads its counts (see
+:mod:`shoprank.serving.clicks`; a store that fails degrades responses, never fails them);
+``shoprank serve``/``demo`` start a local one with :func:`shoprank.store.server.ensure_local_store`.
+User ids are hashed with the salt in ``$SHOPRANK_ID_SALT`` (passed on to every replica when set where
+the app is built): set the same salt wherever logs are loaded into the store (``shoprank events
+load``), or the histories won't meet.
 
 Rolling out a new index (or model) version: build the artefact to a new directory, then
 ``serve.run(build_app({... "index_dir": NEW ...}))`` (or ``serve deploy`` the edited YAML).
@@ -76,8 +78,9 @@ class AppArgs(BaseModel):
     strict_versions: bool = True
     ingress_max_ongoing_requests: int | None = None
     ingress_max_queued_requests: int | None = None
-    # The online store Feedback writes to (and, later, the ranker reads); None: Feedback answers
-    # FAILED_PRECONDITION. ``store``: StoreConfig fields (batch and time bounds, timeouts).
+    # The online store Feedback writes to and the ranker's click blend reads (with blend weights: the
+    # checkpoint's ``click_blend``, else ``serving.click_blend_weights``); None: Feedback answers
+    # FAILED_PRECONDITION and the ranker is the model blend alone. ``store``: StoreConfig fields.
     store_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
     store: dict[str, Any] = Field(default_factory=dict)
     # Serve's per-request access log line in every replica. Off by default: the ingress logs
@@ -138,7 +141,8 @@ def build_app(args: dict[str, Any]) -> Application:
     )
     ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts, **batched).bind(
         a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, a.ranker_backend_options,
-        torch_threads=a.torch_threads, device=a.ranker_device,
+        torch_threads=a.torch_threads, device=a.ranker_device, serving=cfg.model_dump(), store_url=a.store_url,
+        store=store_cfg.model_dump(),
     )  # fmt: skip
     ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(num_cpus=a.ingress_num_cpus), **logs}
     if a.ingress_max_ongoing_requests is not None:

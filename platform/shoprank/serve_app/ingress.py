@@ -155,9 +155,10 @@ class SearchIngress:
         res.timings_ms["validate"] = (t_valid - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         log.info(
-            "%s id=%s user=%s k=%d candidates=%d batch=%d index=%s %.1fms",
+            "%s id=%s user=%s k=%d candidates=%d batch=%d index=%s signals=%s%s %.1fms",
             "Rank" if rank else "Search", request_id, q.user_hash or "-", q.k, res.num_candidates, res.batch_size,
-            res.index_version, res.timings_ms["total"],
+            res.index_version, ",".join(res.signals) or "-", " DEGRADED" if res.degraded else "",
+            res.timings_ms["total"],
         )  # fmt: skip
         resp = to_response(res, pb2)
         resp.request_id = request_id

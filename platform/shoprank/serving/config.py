@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shoprank.clicks.features import CANDIDATES, BlendWeights
 
 # Scores the ranker returns for every candidate, each in 0..1; blend weights may name any of them.
 BLENDABLE_SCORES: tuple[str, ...] = ("relevance", "click", "season_fit", "similarity", "popularity")
@@ -37,6 +41,10 @@ class ServingConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     ingress_batches_in_flight: int = Field(2, ge=1, le=64)  # coalesced batches the ingress runs at once
     request_timeout_s: float = Field(10.0, gt=0)  # server-side budget for one request
+    # The learned click blend (shoprank.clicks; BlendWeights.to_dict() format), used when the app has
+    # an online store and the checkpoint's manifest holds no ``click_blend`` (the checkpoint's wins).
+    click_blend_weights: dict[str, dict[str, float]] | None = None
+    store_timeout_s: float = Field(0.05, gt=0)  # a ranked batch's store read budget; slower -> model alone
 
     def batch_settings(self) -> BatchSettings:
         """The batched deployments' default ``user_config`` (deployments may override it)."""
@@ -51,3 +59,19 @@ class ServingConfig(BaseModel):
         if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
             raise ValueError("blend weights must be >= 0 with at least one > 0")
         return v
+
+    @field_validator("click_blend_weights")
+    @classmethod
+    def _blend_complete(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            BlendWeights.from_dict(v)  # raises ValueError naming missing features
+        return v
+
+    @model_validator(mode="after")
+    def _deep_enough(self) -> ServingConfig:
+        if self.click_blend_weights is not None and self.num_candidates < CANDIDATES:
+            raise ValueError(
+                f"num_candidates must be >= {CANDIDATES} with click_blend_weights: the blend ranks the model's "
+                f"top {CANDIDATES} (as shoprank eval --clicks does)"
+            )
+        return self

@@ -65,7 +65,8 @@ async def run_flow(stages: Stages, queries: list[Query], num_candidates: int) ->
             RankJob(
                 q_emb=e.embedding, query=q.query, k=q.k, weights=q.weights, month=q.month,
                 index_dir=r.index_dir if r else "", index_version=r.index_version if r else "",
-                positions=r.positions if r else None, item_ids=q.item_ids,
+                positions=r.positions if r else None, item_ids=q.item_ids, user_hash=q.user_hash,
+                filtered=not q.filters.is_empty(),
             )
         )  # fmt: skip
     ranked = await _call(stages.rank, rank_jobs)
@@ -84,7 +85,7 @@ async def run_flow(stages: Stages, queries: list[Query], num_candidates: int) ->
             SearchResult(
                 items=r.items, intent=e.intent, model_version=r.model_version, index_version=r.index_version,
                 batch_size=r.batch_size, zero_shot=r.zero_shot, weights=q.weights, num_candidates=r.num_candidates,
-                timings_ms=timings,
+                timings_ms=timings, signals=r.signals, degraded=r.degraded, degraded_reason=r.degraded_reason,
             )
         )  # fmt: skip
     return out

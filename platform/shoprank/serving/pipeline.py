@@ -24,9 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shoprank.data.calendar import MONTH_SEASON
+from shoprank.clicks.features import ClickRequest
 from shoprank.model.checkpoint import expected_model_version, model_version
-from shoprank.model.features import item_numeric_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.prototypes import SERVING_TEMPERATURE, ZeroShotClasses
@@ -34,8 +33,10 @@ from shoprank.model.scoring import PairScores, class_probs, score_pairs
 from shoprank.retrieval.artefact import IndexArtefact, load_artefact
 from shoprank.retrieval.index import FilterSpec, VectorIndex
 from shoprank.serving.blend import blend, top_k
+from shoprank.serving.clicks import ClickPick, ServedClicks, blend_weights
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.flow import Stages, run_flow, run_sync
+from shoprank.serving.items import ItemTable, blended_items, ranked_item
 from shoprank.serving.stages import (
     EncodedQuery,
     IntentResult,
@@ -198,53 +199,33 @@ def make_backend(name: str, model: MultiTaskModel, **kwargs: Any) -> ScoringBack
     return _BACKENDS[name](model=model, **kwargs)
 
 
-class _ItemTable:
-    """What the ranker needs per index version: embeddings, numeric features, season, metadata."""
-
-    def __init__(self, artefact: IndexArtefact) -> None:
-        self.artefact = artefact
-        items = artefact.items
-        self.embeddings = np.asarray(artefact.embeddings, dtype=np.float32)
-        self.numeric = item_numeric_features(
-            items["price"].to_numpy(), items["rating"].to_numpy(), items["popularity"].to_numpy()
-        )
-        self.season = np.array([(s or "").lower() for s in items["season"].to_list()], dtype=object)
-        pop = np.log1p(np.nan_to_num(items["popularity"].to_numpy().astype(np.float64)).clip(min=0.0))
-        self.popularity = (pop / pop.max() if pop.max() > 0 else pop).astype(np.float32)
-        self.ids = items["item_id"].to_list()
-        self.titles = items["title"].to_list()
-        self.categories = items["category_path"].to_list()
-        self.prices = items["price"].to_list()
-        self.in_stock = items["in_stock"].to_list()
-
-    def season_fit(self, positions: np.ndarray, month: int) -> np.ndarray:
-        """1 when the item's season is the month's, 0.5 for all-season/unknown or no month, else 0."""
-        if month == 0:
-            return np.full(len(positions), 0.5, dtype=np.float32)
-        want = MONTH_SEASON[month]
-        s = self.season[positions]
-        return np.where(s == want, 1.0, np.where((s == "all") | (s == ""), 0.5, 0.0)).astype(np.float32)
-
-
 class Ranker:
     """Scores candidates of many requests with every head in one batched forward pass, then blends."""
 
-    def __init__(self, model: MultiTaskModel, model_version: str, backend: str = "inprocess", **backend_kwargs: Any):
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        model_version: str,
+        backend: str = "inprocess",
+        clicks: ServedClicks | None = None,
+        **backend_kwargs: Any,
+    ):
         self.model = model
+        self.clicks = clicks  # the learned click blend over the online store; None: the model blend alone
         self.model_version = model_version
         self.backend = make_backend(backend, model, **backend_kwargs)
-        self._tables: OrderedDict[str, _ItemTable] = OrderedDict()
+        self._tables: OrderedDict[str, ItemTable] = OrderedDict()
         self.current_version = ""
 
     def add_artefact(self, artefact: IndexArtefact, current: bool = True) -> None:
-        self._tables[artefact.index_version] = _ItemTable(artefact)
+        self._tables[artefact.index_version] = ItemTable(artefact)
         self._tables.move_to_end(artefact.index_version)
         while len(self._tables) > 2:  # the serving version and the one rolling out or in
             self._tables.popitem(last=False)
         if current:
             self.current_version = artefact.index_version
 
-    def _table(self, job: RankJob) -> _ItemTable:
+    def _table(self, job: RankJob) -> ItemTable:
         version = job.index_version or self.current_version
         if version not in self._tables:
             if not job.index_dir:
@@ -262,7 +243,7 @@ class Ranker:
         out: list[RankedList] = [RankedList() for _ in jobs]
         qs, its, nums, months, lex, spans = [], [], [], [], [], []
         use_lexical = self.model.uses_lexical
-        tables: list[_ItemTable | None] = []
+        tables: list[ItemTable | None] = []
         positions: list[np.ndarray] = []
         start = 0
         for j, job in enumerate(jobs):
@@ -306,41 +287,62 @@ class Ranker:
         else:
             scored, zero_shot = PairScores({}), []
         live = sum(1 for t in tables if t is not None)
-        elapsed = (time.perf_counter() - t0) * 1000.0
+        elapsed = (time.perf_counter() - t0) * 1000.0  # rank_forward: the forward pass, as before the click blend
+        ranked: dict[int, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = {}
+        for j, job in enumerate(jobs):
+            table = tables[j]
+            if table is None:
+                continue
+            a, b = spans[j]
+            scores = {name: np.asarray(v[a:b], dtype=np.float32) for name, v in scored.scores.items()}
+            scores["season_fit"] = table.season_fit(positions[j], job.month)
+            scores["popularity"] = table.popularity[positions[j]]
+            final = blend(scores, job.weights)
+            ranked[j] = (scores, final, top_k(final, 0 if self.clicks else job.k))
+        picks, why = self._click_picks(jobs, tables, positions, ranked)
         for j, job in enumerate(jobs):
             res = out[j]
             res.model_version, res.batch_size, res.rank_ms = self.model_version, live, elapsed
             table = tables[j]
             if table is None:
                 continue
-            a, b = spans[j]
+            res.degraded, res.degraded_reason = bool(why), why
+            scores, final, order = ranked[j]
             pos = positions[j]
-            scores = {name: np.asarray(v[a:b], dtype=np.float32) for name, v in scored.scores.items()}
-            scores["season_fit"] = table.season_fit(pos, job.month)
-            scores["popularity"] = table.popularity[pos]
-            final = blend(scores, job.weights)
-            order = top_k(final, job.k)
             res.index_version = table.artefact.index_version
             res.num_candidates = len(pos)
             res.zero_shot = zero_shot
-            for r, o in enumerate(order):
-                p = int(pos[o])
-                price = table.prices[p]
-                res.items.append(
-                    {
-                        "item_id": table.ids[p],
-                        "title": table.titles[p],
-                        "score": float(final[o]),
-                        "scores": {name: float(v[o]) for name, v in scores.items()},
-                        "category_path": table.categories[p] or "",
-                        "price": float("nan") if price is None else float(price),
-                        "in_stock": bool(table.in_stock[p]),
-                        "rank": r + 1,
-                    }
-                )
+            if picks is not None:
+                res.signals = picks[j].signals
+                res.items = blended_items(table, pos, scores, picks[j])
+                continue
+            for r, o in enumerate(order[: job.k] if job.k > 0 else order):
+                row = {n: float(v[o]) for n, v in scores.items()}
+                res.items.append(ranked_item(table, int(pos[o]), float(final[o]), row, r))
         return out
 
     __call__ = rank_batch  # the rank stage
+
+    def _click_picks(
+        self,
+        jobs: list[RankJob],
+        tables: list[ItemTable | None],
+        positions: list[np.ndarray],
+        ranked: dict[int, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]],
+    ) -> tuple[dict[int, ClickPick] | None, str]:
+        """The click blend's lists for the live jobs (one store round trip), or (None, why it degraded)."""
+        if self.clicks is None or not ranked:
+            return None, ""
+        live = sorted(ranked)
+        ids = {j: [t.ids[int(p)] for p in positions[j]] for j in live if (t := tables[j]) is not None}
+        picks, why = self.clicks.try_pick(
+            [ClickRequest(jobs[j].query, jobs[j].user_hash) for j in live],
+            [t.clicks for j in live if (t := tables[j]) is not None],
+            [[ids[j][o] for o in ranked[j][2]] for j in live],
+            [jobs[j].k for j in live],
+            [set(ids[j]) if jobs[j].item_ids is not None or jobs[j].filtered else None for j in live],
+        )
+        return (None, why) if picks is None else (dict(zip(live, picks, strict=True)), "")
 
 
 # -- the whole pipeline in one process ----------------------------------------------------
@@ -354,6 +356,8 @@ def to_response(res: SearchResult, pb2: Any) -> Any:
         intent=pb2.Intent(label=res.intent.label, confidence=res.intent.confidence, zero_shot=res.intent.zero_shot),
     )
     resp.zero_shot_tasks.extend(res.zero_shot)
+    resp.signals.extend(res.signals)
+    resp.degraded, resp.degraded_reason = res.degraded, res.degraded_reason
     resp.timings_ms.update(res.timings_ms)
     resp.blend_weights.update(res.weights)
     for it in res.items:
@@ -387,7 +391,11 @@ class SearchPipeline:
         device: str | None = None,
         config: ServingConfig | None = None,
         strict_versions: bool = True,
+        store_url: str | None = None,
+        store: dict[str, Any] | None = None,
     ) -> None:
+        """``store_url`` (and ``store``: StoreConfig fields): the online store the click blend reads, used
+        when the checkpoint or ``config`` has blend weights (see :mod:`shoprank.serving.clicks`)."""
         self.config = config or ServingConfig()
         model, manifest, version = load_serving_model(checkpoint, encoder, device)
         artefact = load_artefact(index_dir)
@@ -395,7 +403,8 @@ class SearchPipeline:
         self.model_version = version
         self.encoder = QueryEncoder(model, version, artefact.manifest.get("categories", []))
         self.retriever = Retriever(artefact, self.config)
-        self.ranker = Ranker(model, version, self.config.ranker_backend)
+        clicks = served_clicks(store_url, manifest, self.config, store, checkpoint)
+        self.ranker = Ranker(model, version, self.config.ranker_backend, clicks=clicks)
         self.ranker.add_artefact(artefact)
 
     def search_batch(self, queries: list[Query]) -> list[SearchResult | InvalidRequest]:
@@ -423,6 +432,20 @@ class SearchPipeline:
         res.timings_ms["validate"] = (t1 - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return to_response(res, pb2)
+
+
+def served_clicks(
+    store_url: str | None,
+    manifest: dict[str, Any] | None,
+    cfg: ServingConfig,
+    store: dict[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+) -> ServedClicks | None:
+    """The ranker's click blend: with a store and weights (the checkpoint's, else ``cfg``'s), else None."""
+    weights = blend_weights(manifest, cfg.click_blend_weights, checkpoint)
+    if store_url is None or weights is None:
+        return None
+    return ServedClicks.from_store(store_url, weights, cfg.store_timeout_s, cfg.num_candidates, store)
 
 
 def check_versions_manifest(

@@ -73,6 +73,8 @@ class RankJob:
     index_version: str = ""  # "" (Rank requests): the ranker's current version
     positions: np.ndarray | None = None
     item_ids: list[str] | None = None
+    user_hash: str | None = None  # the salted user hash, for the click blend's user history
+    filtered: bool = False  # the request has filters: the click blend keeps to the retrieved candidates
 
 
 @dataclass
@@ -87,6 +89,9 @@ class RankedList:
     num_candidates: int = 0
     rank_ms: float = 0.0
     error: str | None = None
+    signals: list[str] = field(default_factory=list)  # behavioural signals the click blend used
+    degraded: bool = False  # the click blend is on but the store failed: the model alone ranked
+    degraded_reason: str = ""
 
 
 @dataclass
@@ -102,3 +107,6 @@ class SearchResult:
     zero_shot: list[str]
     weights: dict[str, float]
     num_candidates: int
+    signals: list[str] = field(default_factory=list)
+    degraded: bool = False
+    degraded_reason: str = ""

@@ -106,6 +106,7 @@ class StoreClickSource:
         opts = client_options(self.cfg)
         if timeout_s is not None:  # the ranker's per-request budget, not the writes' confirmation time
             opts["socket_timeout"] = timeout_s
+            opts["socket_connect_timeout"] = min(timeout_s, self.cfg.connect_timeout_s)
         self.client = redis.Redis.from_url(url, decode_responses=True, **opts)
         self.neighbours, self.min_similarity = neighbours, min_similarity
         self.sha = hashlib.sha1(NEAREST_LUA.encode()).hexdigest()

@@ -1,0 +1,170 @@
+"""The served click blend: ``shoprank eval --clicks``' learned blend, on the online store's counts.
+
+:class:`ServedClicks` re-ranks a ranked batch with :mod:`shoprank.clicks.features` — the code
+``ClickBlend`` uses offline — reading every job's counts from the store in ONE pipelined round trip
+(:meth:`shoprank.store.reader.StoreClickSource.lookup`). Per job:
+
+- the model's ranking is the served model blend (the request's ``blend_weights``, else the
+  config's) over the retrieved candidates, cut to its top :data:`~shoprank.clicks.features.CANDIDATES`
+  (eval's ``rank_catalogue`` depth; ``num_candidates`` must be at least that);
+- BM25 runs over the index's items with eval's item text (``catalogue_view``), built once per
+  index version (:class:`ClickItems`);
+- candidates are eval's (click-sourced, model, popular), less items the index does not hold, and
+  for a Rank request or a filtered Search only the items it sent or retrieved. Each candidate's
+  features do not depend on the others, so dropping some leaves the others' order as eval's.
+
+Where eval and serving can still differ: eval's model ranking is the best trained head over the
+whole catalogue, serving's the configured blend over what retrieval returned (equal when the
+weights name one head and retrieval's top ``num_candidates`` hold that head's top 100); the
+index keeps no description, so BM25 reads title and category path only.
+
+Blend weights: the checkpoint's (its manifest's ``click_blend``, else its ``click_blend.json``, which
+``shoprank.eval.runner.evaluate_clicks(write_blend=True)`` writes; fitted with that model's ranks)
+win over ``ServingConfig.click_blend_weights``; with neither, or no store, the model blend alone.
+
+Degrade, never fail: any store error or a read slower than ``store_timeout_s`` raises
+:class:`~shoprank.store.errors.StoreUnavailable`; the batch is then answered from the model alone
+and flagged ``degraded``. The reader's connection pool reconnects on the next batch, so features
+come back when the store does, without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shoprank.clicks.bm25 import BM25
+from shoprank.clicks.features import (
+    CANDIDATES,
+    CLICK_BLEND_FILE,
+    BlendWeights,
+    ClickFeatureSource,
+    ClickRequest,
+    QueryClicks,
+    click_features,
+)
+from shoprank.errors import ConfigError
+from shoprank.store.errors import StoreUnavailable
+from shoprank.tasks.examples import catalogue_view
+
+log = logging.getLogger("shoprank.serving")
+MANIFEST_KEY = "click_blend"  # where a checkpoint's manifest holds fitted weights (BlendWeights.to_dict())
+
+
+class ClickItems:
+    """Per index version: BM25 over eval's item text and item id -> row (built on first use)."""
+
+    def __init__(self, items: pl.DataFrame) -> None:
+        self._items = items
+
+    @cached_property
+    def built(self) -> tuple[BM25, dict[str, int]]:
+        view = catalogue_view(self._items)
+        return BM25(view["item"].to_list()), {i: n for n, i in enumerate(view["item_id"].to_list())}
+
+
+def signals_of(view: QueryClicks, use_user: bool = True) -> list[str]:
+    """Which behavioural signals the request's counts held (what the response reports)."""
+    out = []
+    if view.known:
+        out.append("query_clicks")
+    elif view.neighbours:
+        out.append("neighbour_queries")
+    if any(w for w in view.words):
+        out.append("word_clicks")
+    if any(view.popular.values()):
+        out.append("popularity")
+    if use_user and (view.user_query or view.user_any):
+        out.append("user_history")
+    return out
+
+
+@dataclass
+class ClickPick:
+    """One job's click-blended list: (item id, blend score) best first, and the signals used."""
+
+    items: list[tuple[str, float]] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
+
+
+def blend_weights(
+    manifest: Mapping[str, Any] | None, configured: Mapping[str, Any] | None, checkpoint: str | Path | None = None
+) -> BlendWeights | None:
+    """The checkpoint's fitted weights (``manifest["click_blend"]``, else ``checkpoint/click_blend.json``
+    as ``shoprank eval --clicks`` writes it), else the serving config's, else None."""
+    fitted, where = (manifest or {}).get(MANIFEST_KEY), "checkpoint manifest click_blend"
+    side = Path(checkpoint) / CLICK_BLEND_FILE if checkpoint else None
+    if fitted is None and side is not None and side.is_file():
+        fitted, where = json.loads(side.read_text()), str(side)
+    if fitted is None:
+        fitted, where = configured, "serving.click_blend_weights"
+    if fitted is None:
+        return None
+    try:
+        return BlendWeights.from_dict(fitted)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+class ServedClicks:
+    """The learned click blend over a :class:`ClickFeatureSource` (the store's reader when served)."""
+
+    def __init__(self, source: ClickFeatureSource, weights: BlendWeights, use_user: bool = True) -> None:
+        self.source, self.weights, self.use_user = source, weights, use_user
+
+    @classmethod
+    def from_store(
+        cls,
+        url: str,
+        weights: BlendWeights,
+        timeout_s: float,
+        num_candidates: int,
+        store: Mapping[str, Any] | None = None,
+    ) -> ServedClicks:
+        from shoprank.store.config import StoreConfig
+        from shoprank.store.reader import StoreClickSource
+
+        if num_candidates < CANDIDATES:
+            raise ConfigError(f"num_candidates {num_candidates} < {CANDIDATES}: the click blend ranks the model's top "
+                              f"{CANDIDATES}, as shoprank eval --clicks does")  # fmt: skip
+        return cls(StoreClickSource(url, StoreConfig.model_validate(store or {}), timeout_s=timeout_s), weights)
+
+    def pick(
+        self,
+        requests: Sequence[ClickRequest],
+        items: Sequence[ClickItems],
+        ranked: Sequence[Sequence[str]],
+        ks: Sequence[int],
+        allowed: Sequence[set[str] | None],
+    ) -> list[ClickPick]:
+        """Each request's top ``k`` by the blend; raises StoreUnavailable (one store round trip for all)."""
+        views = self.source.lookup(requests)
+        out = []
+        for r, view, its, model_ranked, k, ok in zip(requests, views, items, ranked, ks, allowed, strict=True):
+            bm25, index = its.built
+            cands, rows = click_features(view, bm25, index, r.query, list(model_ranked[:CANDIDATES]), self.use_user)
+            keep = [n for n, c in enumerate(cands) if c in index and (ok is None or c in ok)]
+            kept = [cands[n] for n in keep]
+            out.append(ClickPick(self.weights.ranked(kept, rows[keep], k if k > 0 else len(kept)),
+                                 signals_of(view, self.use_user)))  # fmt: skip
+        return out
+
+    def try_pick(self, *args: Any) -> tuple[list[ClickPick] | None, str]:
+        """:meth:`pick`, or (None, why) when the store failed: the caller serves the model alone."""
+        try:
+            return self.pick(*args), ""
+        except StoreUnavailable as e:
+            log.warning("click blend degraded to the model alone: %s", e)
+            return None, str(e)
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
