@@ -154,3 +154,12 @@ def assert_same(got: dict, want: dict, where: str) -> None:
     gi, wi = got["intent"], want["intent"]
     assert (gi["label"], gi["zero_shot"]) == (wi["label"], wi["zero_shot"]), where
     assert gi["confidence"] == pytest.approx(wi["confidence"], abs=TOL), where
+
+
+# Replica CPUs for a test app on a 2-core machine (fractional: the whole graph fits beside the tests).
+TEST_REPLICA_CPUS = {
+    "ranker_num_cpus": 0.25,
+    "intent_num_cpus": 0.25,
+    "retriever_num_cpus": 0.1,
+    "ingress_num_cpus": 0.1,
+}

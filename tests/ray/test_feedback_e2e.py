@@ -19,11 +19,12 @@ import pytest
 import redis
 from shoprank.clicks.features import BlendWeights
 from shoprank.hashing import hash_id
+from shoprank.net import free_port
 from shoprank.serving.client import SearchClient
 from shoprank.serving.protos import pb2
 from shoprank.store.server import LocalStore
 
-from tests.serving_helpers import small_catalogue, text_of
+from tests.serving_helpers import TEST_REPLICA_CPUS, small_catalogue, text_of
 
 TOKEN = "test-token-24"
 APP = "shoprank"
@@ -47,7 +48,7 @@ def served(ray_local, tmp_path_factory):
     cat.write_parquet(tmp / "catalogue.parquet")
     build_index(tmp / "catalogue.parquet", tmp / "index", encoder="tiny", batch_size=100)
     store = LocalStore(tmp / "store").start()
-    port = server.free_port()
+    port = free_port()
     server.start_serve(port)
     args = {
         "index_dir": str(tmp / "index"),
@@ -62,10 +63,7 @@ def served(ray_local, tmp_path_factory):
             "click_blend_weights": blend_weights(),
             "store_timeout_s": 1.0,
         },  # a loaded 2-core CI box
-        "ranker_num_cpus": 0.25,
-        "intent_num_cpus": 0.25,
-        "retriever_num_cpus": 0.1,
-        "ingress_num_cpus": 0.1,
+        **TEST_REPLICA_CPUS,
     }
     server.deploy(args, name=APP)
     client = SearchClient(f"localhost:{port}", token=TOKEN, timeout=60)

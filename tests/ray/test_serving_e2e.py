@@ -18,7 +18,7 @@ from shoprank.retrieval.artefact import load_artefact, read_index_manifest
 from shoprank.serving.client import SearchClient, SearchError
 from shoprank.serving.protos import pb2
 
-from tests.serving_helpers import index_with_model, small_catalogue, text_of
+from tests.serving_helpers import TEST_REPLICA_CPUS, index_with_model, small_catalogue, text_of
 
 TOKEN = "test-token-123"
 APP = "shoprank"
@@ -52,10 +52,7 @@ def served(ray_local, tmp_path_factory):
         # room for test_concurrent_calls_are_batched's burst of 6 while the proxy's router is still
         # assigning them (4 dropped one there on a slow run); the overload test's 48 still overflow
         "ingress_max_queued_requests": 8,
-        "ranker_num_cpus": 0.25,
-        "intent_num_cpus": 0.25,
-        "retriever_num_cpus": 0.1,
-        "ingress_num_cpus": 0.1,
+        **TEST_REPLICA_CPUS,
     }
     server.deploy(args, name=APP)
     client = SearchClient(f"localhost:{port}", token=TOKEN, timeout=30)

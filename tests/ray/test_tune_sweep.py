@@ -16,19 +16,8 @@ import yaml
 from shoprank.train.config import load_config
 from shoprank.tune.config import parse_tune_config
 
-REPO = Path(__file__).resolve().parents[2]
-BASE = yaml.safe_load((REPO / "configs" / "tune_tiny.yaml").read_text())
-
-
-def _cfg(**over: object) -> dict:
-    data = json.loads(json.dumps(BASE))
-    for key, value in over.items():
-        node = data
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return data
+from tests.tune_helpers import BASE, REPO
+from tests.tune_helpers import tune_cfg as _cfg
 
 
 def _kill_after_trials(cmd: list[str], starts: Path, n_started: int, timeout_s: float = 600) -> None:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-import yaml
 from shoprank.errors import ConfigError
 from shoprank.tune.config import parse_tune_config
 from shoprank.tune.objective import composite
 from shoprank.tune.space import weights_from_params
 
-REPO = Path(__file__).resolve().parents[2]
-BASE = yaml.safe_load((REPO / "configs" / "tune_tiny.yaml").read_text())
-
-
-def _cfg(**over: object) -> dict:
-    data = json.loads(json.dumps(BASE))
-    for key, value in over.items():
-        node = data
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return data
+from tests.tune_helpers import tune_cfg as _cfg
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,22 @@ def _texts(task: str, df: pl.DataFrame) -> list[str]:
     return df[spec(task).text_column].to_list()
 
 
+def _refit_sample(
+    model: MultiTaskModel,
+    task: str,
+    train: dict[str, pl.DataFrame],
+    val: dict[str, pl.DataFrame],
+    max_examples: int,
+    seed: int,
+) -> pl.DataFrame | None:
+    """The training sample a trained head is refitted on (at most ``max_examples``, seeded), or None
+    when the task is untrained or has no training or validation rows."""
+    if not model.is_trained(task) or task not in train or task not in val or val[task].is_empty():
+        return None
+    tr = train[task]
+    return tr.sample(max_examples, seed=seed) if tr.height > max_examples else tr
+
+
 def refit_heads(
     model: MultiTaskModel,
     train: dict[str, pl.DataFrame],
@@ -46,11 +62,9 @@ def refit_heads(
     model.eval()
     cache = EmbeddingCache(model)  # same item text across category and season: embed once
     for task in CLASS_TASKS:
-        if not model.is_trained(task) or task not in train or task not in val or val[task].is_empty():
+        tr = _refit_sample(model, task, train, val, max_examples, seed)
+        if tr is None:
             continue
-        tr = train[task]
-        if tr.height > max_examples:
-            tr = tr.sample(max_examples, seed=seed)
         x = torch.as_tensor(embed_unique(model, _texts(task, tr), cache))
         y = torch.as_tensor(tr["label"].to_numpy().astype(np.int64))
         xv = torch.as_tensor(embed_unique(model, _texts(task, val[task]), cache))
@@ -187,11 +201,9 @@ def refit_regression_towers(
     model.eval()
     cache = EmbeddingCache(model)
     for task in REGRESSION_TASKS:
-        if not model.is_trained(task) or task not in train or task not in val or val[task].is_empty():
+        tr = _refit_sample(model, task, train, val, max_examples, seed)
+        if tr is None:
             continue
-        tr = train[task]
-        if tr.height > max_examples:
-            tr = tr.sample(max_examples, seed=seed)
         lexical = task in model.lexical
         h = _with_lexical(_pair_hidden(model, task, tr, cache), tr, lexical)
         y = torch.tensor(tr["label"].to_numpy(), dtype=torch.float64)
