@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,16 +37,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # in-process pipeline and the Serve replicas on the same cores do not slow each other down.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from shoprank.serving.loadgen import pct, run_load  # noqa: E402 - after the environment above
+
 QUERY_WORDS = [
     "winter boots", "waterproof jacket", "summer dress", "frying pan", "garden hose", "bluetooth speaker",
     "kids toys", "running shoes", "wool coat", "red sandals", "coffee maker", "lawn mower", "swim shorts",
     "headphones noise cancelling", "dutch oven", "hiking boots", "rain coat", "beach towel", "desk lamp",
     "ankle boots black", "cheap earbuds", "snow sled", "kitchen knife", "yoga mat",
 ]  # fmt: skip
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
 def make_requests(n: int, pb2) -> list:
@@ -62,26 +59,6 @@ def make_requests(n: int, pb2) -> list:
             kw["filters"] = pb2.Filters(in_stock=True)
         reqs.append(pb2.SearchRequest(**kw))
     return reqs
-
-
-def run_load(fn, reqs: list, concurrency: int) -> tuple[list[float], float, list]:
-    """Latencies (ms) of fn(req) over reqs at the given concurrency, wall seconds, results."""
-    lat: list[float] = [0.0] * len(reqs)
-    out: list = [None] * len(reqs)
-
-    def one(i: int) -> None:
-        t = time.perf_counter()
-        out[i] = fn(reqs[i])
-        lat[i] = (time.perf_counter() - t) * 1e3
-
-    t0 = time.perf_counter()
-    if concurrency == 1:
-        for i in range(len(reqs)):
-            one(i)
-    else:
-        with ThreadPoolExecutor(concurrency) as ex:
-            list(ex.map(one, range(len(reqs))))
-    return lat, time.perf_counter() - t0, out
 
 
 def build_catalogue_index(n: int, out: Path, cache: Path, embed_max: int | None) -> tuple[Path, str]:

@@ -24,7 +24,7 @@ from shoprank.clicks.bm25 import BM25
 from shoprank.clicks.counts import ClickCounts
 from shoprank.clicks.features import FEATURES, USER, USER_ANY, BlendWeights, ClickRequest, click_features
 from shoprank.clicks.text import compact_query
-from shoprank.eval.clickblend import ClickBlend
+from shoprank.eval.clickblend import ClickBlend, click_months
 from shoprank.store.events import Event
 from shoprank.store.load import load_events, read_events
 from shoprank.store.reader import StoreClickSource
@@ -84,15 +84,16 @@ def catalogue(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def model_ranking(items: pl.DataFrame):
-    """A stand-in model: the catalogue by BM25, ties broken by a hash (deterministic, imperfect)."""
+    """A stand-in model: the catalogue by BM25, ties broken by a hash of query and month (deterministic,
+    imperfect; the month changes the order as a pair head's month input may)."""
     bm, ids = BM25(items["item"].to_list()), items["item_id"].to_list()
 
-    def rank(qs: list[str]) -> dict[str, list[str]]:
+    def rank(keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
         out = {}
-        for q in qs:
+        for q, m in keys:
             s = bm.scores(q)
-            salt = [int(hashlib.blake2b(f"{q}|{i}".encode(), digest_size=4).hexdigest(), 16) for i in ids]
-            out[q] = [ids[j] for j in np.lexsort((salt, -s))]
+            salt = [int(hashlib.blake2b(f"{q}|{m}|{i}".encode(), digest_size=4).hexdigest(), 16) for i in ids]
+            out[(q, m)] = [ids[j] for j in np.lexsort((salt, -s))]
         return out
 
     return rank
@@ -118,7 +119,7 @@ def assert_same_features(store: str, history_csv: Path, test_csv: Path, min_requ
     items = catalogue(pl.concat([history, test]))
     index = {i: n for n, i in enumerate(items["item_id"].to_list())}
     bm25 = BM25(items["item"].to_list())
-    ranked = model_ranking(items)([r.query for r in requests])
+    ranked = model_ranking(items)([(r.query, 0) for r in requests])
     reader = StoreClickSource(store)
     reader.lookup(requests[:1])  # loads the read script on this server (NOSCRIPT once)
     trips = reader.round_trips
@@ -132,8 +133,8 @@ def assert_same_features(store: str, history_csv: Path, test_csv: Path, min_requ
                                           rng.uniform(0.5, 2.0, size=len(FEATURES)).astype(np.float32))]  # fmt: skip
     seen = Counter()
     for r, mem, sto in zip(requests, from_memory, from_store, strict=True):
-        c_mem, x_mem = click_features(mem, bm25, index, r.query, ranked[r.query])
-        c_sto, x_sto = click_features(sto, bm25, index, r.query, ranked[r.query])
+        c_mem, x_mem = click_features(mem, bm25, index, r.query, ranked[(r.query, 0)])
+        c_sto, x_sto = click_features(sto, bm25, index, r.query, ranked[(r.query, 0)])
         assert c_sto == c_mem, r
         np.testing.assert_allclose(x_sto, x_mem, rtol=0, atol=1e-12, err_msg=str(r))
         for w in weights:
@@ -160,18 +161,20 @@ def store_walk(store: str, blend: ClickBlend, test: pl.DataFrame, k: int) -> lis
     """``ClickBlend(online=True).rank`` done live on the store: each test click ranked from one store
     read, and written to the store (``StoreWriter``) once the clock has passed it."""
     ordered = test.with_row_index("__row").sort("timestamp", maintain_order=True)
-    ranked = blend.rank_fn(list(dict.fromkeys(ordered["query"].to_list())))
+    keys = list(zip(ordered["query"].to_list(), click_months(ordered), strict=True))
+    ranked = blend.rank_fn(list(dict.fromkeys(keys)))
     reader, writer = StoreClickSource(store), StoreWriter(store)
     out: list[list[str]] = [[] for _ in range(test.height)]
     pending: list[Event] = []
     cols = ("__row", "user_hash", "query", "item_id")
     t_us = ordered["timestamp"].dt.epoch("us").to_list()
-    for (row, u, q, i), t in zip(zip(*(ordered[c].to_list() for c in cols), strict=True), t_us, strict=True):
+    rows = zip(zip(*(ordered[c].to_list() for c in cols), strict=True), t_us, keys, strict=True)
+    for (row, u, q, i), t, key in rows:
         if pending and t != pending[-1].time_us:
             writer.write(pending, log=False)
             pending = []
         view = reader.lookup([ClickRequest(q, u)])[0]
-        cands, x = click_features(view, blend.bm25, blend.index, q, ranked.get(q, []), use_user=blend.use_user)
+        cands, x = click_features(view, blend.bm25, blend.index, q, ranked.get(key, []), use_user=blend.use_user)
         out[row] = blend.blend.rank(cands, x, k)
         pending.append(Event(q, i, "click", t, u))
     reader.close()

@@ -369,5 +369,6 @@ def test_every_format_registered() -> None:
         "online-retail",
         "instacart",
         "canonical",
+        "served-log",
     }
     assert "all" in SEASONS

@@ -81,7 +81,7 @@ def ids(resp) -> list[str]:
 def fitted_blend(world) -> ClickBlend:
     """ClickBlend over eval's item text, its model ranking the served model-only ranking (top 100)."""
     _, _, history, _, _, cat, _, plain = world
-    rank_fn = lambda qs: {q: ids(search(plain, q, k=100)) for q in qs}  # noqa: E731
+    rank_fn = lambda keys: {key: ids(search(plain, key[0], k=100)) for key in keys}  # noqa: E731  (no trained head: month-free)
     return ClickBlend(catalogue_view(cat), rank_fn).fit(*_fit_periods(history))
 
 

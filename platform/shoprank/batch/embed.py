@@ -1,5 +1,9 @@
 """ItemEmbedder: a Ray Data ``map_batches`` callable that embeds catalogue rows.
 
+Each row's ``pair`` item text (:func:`shoprank.model.text.item_texts`, by the checkpoint's recipe)
+is embedded and returned with it (``text`` and ``embedding`` columns), so the index keeps exactly
+what was embedded.
+
 Used with an actor pool so the model loads once per actor::
 
     ds.map_batches(ItemEmbedder, fn_constructor_kwargs={"checkpoint": ck}, batch_format="pyarrow",
@@ -12,21 +16,16 @@ import numpy as np
 import pyarrow as pa
 
 from shoprank.model.checkpoint import load_model
-from shoprank.model.text import item_text
+from shoprank.model.registry import TextKind
+from shoprank.model.text import PAIR, Recipes, item_texts, recipes_of
+
+TEXT_COLUMNS = ("title", "category_path", "description", "attributes")  # the catalogue columns item texts read
 
 
-def _column(batch: pa.Table, name: str) -> list:
-    return batch.column(name).to_pylist() if name in batch.column_names else [None] * batch.num_rows
-
-
-def batch_texts(batch: pa.Table) -> list[str]:
-    """Item texts for every row of an Arrow batch with canonical catalogue columns."""
-    return [
-        item_text(t, d, c)
-        for t, d, c in zip(
-            _column(batch, "title"), _column(batch, "description"), _column(batch, "category_path"), strict=True
-        )
-    ]
+def batch_texts(batch: pa.Table, kind: TextKind = PAIR, recipes: Recipes | None = None) -> list[str]:
+    """``kind`` item texts (by ``recipes``; None: the defaults) of every row of an Arrow batch with
+    canonical catalogue columns."""
+    return item_texts(batch, kind, recipes)
 
 
 def embedding_column(emb: np.ndarray) -> pa.FixedSizeListArray:
@@ -57,8 +56,12 @@ class ItemEmbedder:
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.manifest = load_model(checkpoint, encoder=encoder, device=device)
+        self.recipes = recipes_of(self.manifest)  # the checkpoint's item text recipes
         self.inner_batch_size = inner_batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        emb = self.model.embed(batch_texts(batch), batch_size=self.inner_batch_size)
-        return batch.append_column("embedding", embedding_column(emb))
+        texts = batch_texts(batch, PAIR, self.recipes)
+        emb = self.model.embed(texts, batch_size=self.inner_batch_size)
+        return batch.append_column("text", pa.array(texts, type=pa.string())).append_column(
+            "embedding", embedding_column(emb)
+        )

@@ -18,6 +18,14 @@ Per item it computes, each in 0..1:
   similarity and a popularity prior where the catalogue knows popularity);
 - ``score``: the blend-weighted sum of the four.
 
+Each head reads the item text it was trained on (``TaskSpec.text_kind``, by the checkpoint's
+recipes, :mod:`shoprank.model.text`): theme relevance, click and demand the ``pair`` text's
+embedding (the one the index holds); a trained season head the ``item`` text's. The second text
+is embedded only when a trained item-class head is used and the chunk's texts differ from the
+pair texts (the zero-shot season fit reads the pair embedding), which roughly doubles the encoder
+work of a checkpoint with a trained season head (about 1.9× on the reference fashion items,
+bench/results/item_text_parity.md).
+
 Encoding minibatches are cut at fixed offsets *within each shard* (``_row // inner_batch_size``),
 so an item's scores never depend on how Ray Data happened to batch the rows: a resumed job
 recomputes exactly the same numbers. Scores are rounded to 6 decimals before they are written.
@@ -37,8 +45,9 @@ from shoprank.data.calendar import MONTH_SEASON, SEASON_MONTHS, SEASONS
 from shoprank.model.features import item_numeric_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.prototypes import CAMPAIGN_TEMPERATURE, ZeroShotClasses
+from shoprank.model.registry import REGISTRY, TextKind
 from shoprank.model.scoring import class_probs, score_pairs
-from shoprank.model.text import title_of
+from shoprank.model.text import PAIR, title_of
 
 SEASON_DESCRIPTIONS: dict[str, str] = {
     "winter": "warm winter clothing, coats, jackets, sweaters, boots, snow",
@@ -131,12 +140,15 @@ class CampaignScorer(ItemEmbedder):
         self.zero_shot = zero_shot_scores(self.model)
         # Season classes: trained head's label map, or the four zero-shot descriptions.
         self.season_zero_shot: ZeroShotClasses | None = None
+        # the text the season fit reads: the trained head's kind, else (zero-shot) the pair text
+        self.season_kind: TextKind = PAIR
         if "season_fit" in self.zero_shot:
             self.season_labels = list(SEASONS)
             descriptions = [SEASON_DESCRIPTIONS[s] for s in SEASONS]
             self.season_zero_shot = ZeroShotClasses(self.model, descriptions, CAMPAIGN_TEMPERATURE, dtype=np.float64)
         else:
             self.season_labels = list(self.model.label_maps["season"])
+            self.season_kind = REGISTRY["season"].text_kind or PAIR
         weights = self.spec.season_weights()
         keys = [lbl.strip().lower().replace("autumn", "fall") for lbl in self.season_labels]
         self.season_target = np.array([weights.get(k, ALL_SEASON_FIT if k == "all" else 0.0) for k in keys])
@@ -153,6 +165,37 @@ class CampaignScorer(ItemEmbedder):
                 self.intent_labels = list(self.model.label_maps["intent"])
             else:
                 raise ValueError("segments.values: required for by=intent when the model has no trained intent head")
+
+    # -- item texts and embeddings ------------------------------------------------------------
+    def kind_texts(self, batch: pa.Table) -> dict[TextKind, list[str]]:
+        """The item texts scoring reads for a batch, by kind: the pair text, and the season head's."""
+        out = {PAIR: batch_texts(batch, PAIR, self.recipes)}
+        if self.season_kind != PAIR:
+            out[self.season_kind] = batch_texts(batch, self.season_kind, self.recipes)
+        return out
+
+    def kind_embeddings(self, texts: dict[TextKind, list[str]]) -> dict[TextKind, np.ndarray]:
+        """Embeddings of :meth:`kind_texts`' texts (one encoder pass per kind whose texts differ)."""
+        pair = texts[PAIR]
+        out = {PAIR: self.model.embed(pair, batch_size=max(1, len(pair)))}
+        for kind, ts in texts.items():
+            if kind != PAIR:
+                out[kind] = out[PAIR] if ts == pair else self.model.embed(ts, batch_size=max(1, len(ts)))
+        return out
+
+    def season_probs(self, emb: dict[TextKind, np.ndarray]) -> np.ndarray:
+        """[n, len(season_labels)] season probabilities from :meth:`kind_embeddings`' output."""
+        return self._season_probs(emb[self.season_kind])
+
+    def season_predictions(self, batch: pa.Table, kind: TextKind | None = None) -> list[str]:
+        """Each row's most likely season class from the text season_fit reads (:attr:`season_kind`), in
+        ``inner_batch_size`` chunks; ``kind``: from that text's embedding instead (to compare texts)."""
+        out: list[str] = []
+        for s in range(0, batch.num_rows, self.inner_batch_size):
+            texts = batch_texts(batch.slice(s, self.inner_batch_size), kind or self.season_kind, self.recipes)
+            probs = self._season_probs(self.model.embed(texts, batch_size=max(1, len(texts))))
+            out.extend(self.season_labels[i] for i in probs.argmax(axis=1))
+        return out
 
     # -- per-chunk scoring -----------------------------------------------------------------
     def _season_probs(self, emb: np.ndarray) -> np.ndarray:
@@ -172,14 +215,17 @@ class CampaignScorer(ItemEmbedder):
             idx = probs[0].argmax(axis=1)
         return [self.intent_labels[i] for i in idx]
 
-    def score_chunk(self, texts: list[str], item_num: np.ndarray, popularity: np.ndarray) -> dict[str, Any]:
-        """Every score for one encoding minibatch of items."""
-        emb = self.model.embed(texts, batch_size=max(1, len(texts)))
+    def score_chunk(
+        self, texts: dict[TextKind, list[str]], item_num: np.ndarray, popularity: np.ndarray
+    ) -> dict[str, Any]:
+        """Every score for one encoding minibatch of items (``texts``: :meth:`kind_texts`' for them)."""
+        embs = self.kind_embeddings(texts)
+        emb = embs[PAIR]
         n = emb.shape[0]
         rel = np.zeros((len(self.themes), n))
         clk = np.zeros((len(self.themes), n))
         sim = np.zeros((len(self.themes), n))
-        titles = [title_of(t) for t in texts] if self.model.uses_lexical else None
+        titles = [title_of(t) for t in texts[PAIR]] if self.model.uses_lexical else None
         for t in range(len(self.themes)):
             lexical = lexical_features(self.themes[t], titles) if titles is not None else None
             ps = score_pairs(self.model, self.theme_emb[t], emb, item_num, 0, lexical)
@@ -196,7 +242,7 @@ class CampaignScorer(ItemEmbedder):
             click = np.where(known, 0.5 * theme_sim + 0.5 * prior, theme_sim)
         else:
             click = clk[best, cols]
-        sp = self._season_probs(emb)
+        sp = self.season_probs(embs)
         season_fit = (sp * self.season_target[None, :]).sum(axis=1).clip(0.0, 1.0)
         if "demand" in self.zero_shot:
             monthly = sp @ self.season_month  # [n, 12], each row sums to 1
@@ -233,7 +279,7 @@ class CampaignScorer(ItemEmbedder):
         seg_model: list[str | None] = [None] * n
         if ok_idx:
             ok = batch.take(pa.array(ok_idx, type=pa.int64()))
-            texts = batch_texts(ok)
+            texts = self.kind_texts(ok)
             num = item_numeric_features(
                 ok.column("price").to_numpy(zero_copy_only=False),
                 ok.column("rating").to_numpy(zero_copy_only=False),
@@ -246,7 +292,7 @@ class CampaignScorer(ItemEmbedder):
             for j, key in enumerate(keys):
                 groups.setdefault(key, []).append(j)
             for js in groups.values():
-                res = self.score_chunk([texts[j] for j in js], num[js], pop[js])
+                res = self.score_chunk({k: [v[j] for j in js] for k, v in texts.items()}, num[js], pop[js])
                 for j, k in enumerate(js):
                     i = ok_idx[k]
                     for c in SCORE_COLUMNS:

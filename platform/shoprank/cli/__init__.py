@@ -10,7 +10,9 @@ from shoprank.cli.options import warn_deprecated
 from shoprank.errors import ShoprankError
 
 # Modules under shoprank.cli that each define ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("data", "demo", "tune", "campaign", "train", "evaluate", "serve", "events")
+COMMAND_MODULES: tuple[str, ...] = (
+    "data", "demo", "tune", "campaign", "train", "evaluate", "serve", "events", "replay"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

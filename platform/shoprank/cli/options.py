@@ -3,7 +3,8 @@
 - ``--address ADDRESS``  the Ray cluster to run on (as ``ray.init(address=...)``; default
   ``$RAY_ADDRESS``, else a local Ray);
 - ``--submit URL``       a Ray job server: submit the command as a Ray job instead of running it;
-- ``--target HOST:PORT`` a running gRPC search server (``shoprank serve``);
+- ``--target HOST:PORT`` a running gRPC search server (``shoprank serve``), with ``--token``,
+  ``--tls``, ``--ca``, ``--timeout``, ``--name`` for a client command (:func:`add_client`);
 - ``--out PATH``         where results go;
 - ``--no-wait``          after ``--submit``: return once submitted, do not follow the logs.
 
@@ -16,8 +17,12 @@ any value in ``campaign submit|status``; an http(s) URL where ``--address`` is a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shoprank.serving.client import SearchClient
 
 JOB_SERVER_SCHEMES = ("http://", "https://")
 DEPRECATED = "deprecated_options"  # namespace attribute listing the old spellings used
@@ -109,3 +114,22 @@ def add_out(p: argparse.ArgumentParser, *, help: str, required: bool = False, **
     p.add_argument("--out", required=required, help=help, **kwargs)
     p.add_argument("--output", dest="out", action=_Alias, new="--out", default=argparse.SUPPRESS,
                    type=kwargs.get("type"), help=argparse.SUPPRESS)  # fmt: skip
+
+
+def add_client(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
+    """How a command reaches a running gRPC server: ``--target``, ``--token``, ``--tls``, ``--ca``,
+    ``--timeout``, ``--name`` (the Serve application)."""
+    add_target(p)
+    p.add_argument("--token", default=os.environ.get("SHOPRANK_TOKEN"), help="bearer token ($SHOPRANK_TOKEN)")
+    p.add_argument("--tls", action="store_true", help="use TLS")
+    p.add_argument("--ca", default=None, help="CA / self-signed certificate PEM to trust (implies --tls)")
+    p.add_argument("--timeout", type=float, default=timeout, help=f"deadline per call in seconds (default {timeout:g})")
+    p.add_argument("--name", default="shoprank", help="Serve application name (default shoprank)")
+
+
+def client_of(args: argparse.Namespace) -> SearchClient:
+    """The :class:`~shoprank.serving.client.SearchClient` that :func:`add_client`'s options describe."""
+    from shoprank.serving.client import SearchClient
+
+    return SearchClient(args.target, application=args.name, token=args.token, tls=args.tls or bool(args.ca),
+                        ca_file=args.ca, timeout=args.timeout)  # fmt: skip

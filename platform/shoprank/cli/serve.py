@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from shoprank.cli.events import add_store_options, store_url
-from shoprank.cli.options import add_address, add_target
+from shoprank.cli.options import add_address, add_client, client_of
 from shoprank.errors import ConfigError
 
 
@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     s.add_argument("--name", default="shoprank", help="Serve application name (default shoprank)")
     s.add_argument("--data", default="out/demo/data", help="demo data folder used when --index is not given")
+    s.add_argument("--served-log", default=None, metavar="DIR",
+                   help="log every served result and acknowledged Feedback event as parquet under DIR "
+                   "(training data: format served-log; see docs/feedback_loop.md)")  # fmt: skip
     add_store_options(s)
     s.set_defaults(func=cmd_serve)
 
@@ -43,17 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("query")
     q.add_argument("-k", type=int, default=10, help="results wanted (default 10)")
-    add_target(q)
-    q.add_argument("--token", default=os.environ.get("SHOPRANK_TOKEN"), help="bearer token ($SHOPRANK_TOKEN)")
-    q.add_argument("--tls", action="store_true", help="use TLS")
-    q.add_argument("--ca", default=None, help="CA / self-signed certificate PEM to trust (implies --tls)")
+    add_client(q)
     q.add_argument("--month", type=int, default=0, help="context month 1..12")
     q.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE",
                    help="filter (category, price_min, price_max, in_stock); repeatable")  # fmt: skip
     q.add_argument("--weight", action="append", default=[], metavar="TASK=W", help="blend weight; repeatable")
-    q.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds (default 10)")
     q.add_argument("--user-id", default=None, help="caller's user id (hashed server-side before logging)")
-    q.add_argument("--name", default="shoprank", help="Serve application name")
     q.add_argument("--json", action="store_true", help="print the whole response as JSON")
     q.set_defaults(func=cmd_search)
 
@@ -149,11 +147,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.token:
             app_args["token"] = args.token
         app_args["store_url"] = store_url(args)
+        if args.served_log:
+            app_args["serving"] = {"served_log_dir": str(Path(args.served_log).resolve())}
         server.deploy(app_args, name=args.name)
         where = f"TLS on :{args.port} (plaintext :{grpc_port})" if args.tls_cert else f":{grpc_port}"
         auth = "bearer token required" if (args.token or os.environ.get("SHOPRANK_TOKEN")) else "no auth"
         print(f"shoprank serving app {args.name!r} over gRPC {where}, {auth}; index {index}; "
-              f"events to {app_args['store_url']}. Ctrl-C to stop.", flush=True)  # fmt: skip
+              f"events to {app_args['store_url']}"
+              f"{f'; served log to {args.served_log}' if args.served_log else ''}. Ctrl-C to stop.",
+              flush=True)  # fmt: skip
         print(f'try: shoprank search "winter boots" -k 10 --target localhost:{args.port}', flush=True)
         while not stop.wait(0.5):
             pass
@@ -177,7 +179,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from shoprank.serving.client import SearchClient, SearchError
+    from shoprank.serving.client import SearchError
 
     filters = _pairs(args.filter, "filter")
     weights = {}
@@ -186,10 +188,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             weights[name] = float(value)
         except ValueError:
             raise ConfigError(f"--weight {name}={value}: not a number") from None
-    client = SearchClient(
-        args.target, application=args.name, token=args.token, tls=args.tls or bool(args.ca), ca_file=args.ca,
-        timeout=args.timeout,
-    )  # fmt: skip
+    client = client_of(args)
     try:
         resp = client.search(
             args.query, args.k, month=args.month, filters=filters or None, blend_weights=weights or None,

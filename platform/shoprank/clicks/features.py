@@ -83,8 +83,9 @@ class ClickFeatureSource(Protocol):
     def lookup(self, requests: Sequence[ClickRequest]) -> list[QueryClicks]: ...
 
 
-def _log_share(counter: Table, total: float, item: str) -> float:
-    return float(np.log(counter.get(item, 0.0) / max(total, 1e-12) + 1e-6))
+def _log_share(values: np.ndarray, total: float) -> np.ndarray:
+    """Log of each value's share of ``total`` (the popularity features)."""
+    return np.log(values / max(total, 1e-12) + 1e-6)
 
 
 def query_features(
@@ -118,29 +119,32 @@ def query_features(
             ]
         )
     )
-    rows = np.empty((len(cands), len(FEATURES)), dtype=np.float32)
-    for n, it in enumerate(cands):
-        r = rank.get(it)
-        mr = 1.0 / (1.0 + r / 10.0) if r is not None else 0.0
-        share = float(np.log(s7.get(it, 0.0) + EPS))
-        rows[n] = (
-            share,
-            np.log(s2.get(it, 0.0) + EPS),
-            np.log(sa.get(it, 0.0) + EPS),
-            share * np.log1p(clicks),
-            np.log(near.get(it, 0.0) + EPS),
-            np.log(max(words.get(it, 0.0) - s7.get(it, 0.0), 0.0) + EPS),
-            _log_share(p7, n7, it),
-            _log_share(p2, n2, it),
-            mr,
-            np.log1p(r if r is not None else 2 * CANDIDATES),
-            mr if known else 0.0,
-            bm[item_index[it]] / top if it in item_index else 0.0,
-            0.0,
-            np.log(s12.get(it, 0.0) + EPS),
-            _log_share(p12, n12, it),
-            0.0,
-        )
+    n = len(cands)
+
+    def col(table: Mapping[str, float]) -> np.ndarray:  # each candidate's value in ``table`` (0 if absent)
+        return np.fromiter((table.get(it, 0.0) for it in cands), dtype=np.float64, count=n)
+
+    r = np.fromiter((rank.get(it, -1) for it in cands), dtype=np.int64, count=n)
+    has_rank = r >= 0
+    mr = np.where(has_rank, 1.0 / (1.0 + r / 10.0), 0.0)
+    v7 = col(s7)
+    share = np.log(v7 + EPS)
+    at = np.fromiter((item_index.get(it, -1) for it in cands), dtype=np.int64, count=n)
+    rows = np.zeros((n, len(FEATURES)), dtype=np.float32)  # the user columns stay 0 (see with_user)
+    rows[:, 0] = share
+    rows[:, 1] = np.log(col(s2) + EPS)
+    rows[:, 2] = np.log(col(sa) + EPS)
+    rows[:, 3] = share * np.log1p(clicks)
+    rows[:, 4] = np.log(col(near) + EPS)
+    rows[:, 5] = np.log(np.maximum(col(words) - v7, 0.0) + EPS)
+    rows[:, 6] = _log_share(col(p7), n7)
+    rows[:, 7] = _log_share(col(p2), n2)
+    rows[:, 8] = mr
+    rows[:, 9] = np.log1p(np.where(has_rank, r, 2 * CANDIDATES))
+    rows[:, 10] = mr if known else 0.0
+    rows[:, 11] = np.where(at >= 0, bm[np.maximum(at, 0)] / top, 0.0) if len(bm) else 0.0
+    rows[:, 13] = np.log(col(s12) + EPS)
+    rows[:, 14] = _log_share(col(p12), n12)
     return cands, rows
 
 

@@ -6,7 +6,7 @@ of rows read. Every field is read as text, then cast with vectorised Polars expr
 whose casts fail are quarantined, never silently dropped.
 
 Formats (``FORMATS``): homedepot, bestbuy-clicks, bestbuy-products, wands, fashion,
-online-retail, instacart, canonical.
+online-retail, instacart, canonical, served-log.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from shoprank.data.sources.fashion import load_fashion
 from shoprank.data.sources.homedepot import load_homedepot
 from shoprank.data.sources.instacart import load_instacart
 from shoprank.data.sources.online_retail import load_online_retail
+from shoprank.data.sources.served_log import load_served_log
 from shoprank.data.sources.wands import load_wands
 from shoprank.errors import DataError
 
@@ -47,6 +48,7 @@ FORMATS: dict[str, Loader] = {
     "online-retail": load_online_retail,
     "instacart": load_instacart,
     "canonical": load_canonical,
+    "served-log": load_served_log,
 }
 
 

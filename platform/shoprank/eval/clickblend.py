@@ -10,7 +10,8 @@ to trust each signal going forward; then the counts are rebuilt from the whole t
 for the test period. The features and the blend's score are :mod:`shoprank.clicks.features`'
 (the served ranker's too); the counts here are in memory (:class:`ClickCounts`).
 
-Every click is ranked from the clicks strictly before it. The user features always take in the
+The model's ranking of a click's query is for the click's month (a search service sends the month;
+the pair heads read it). Every click is ranked from the clicks strictly before it. The user features always take in the
 user's earlier clicks (the session a search service knows); with ``online`` the counts do too,
 as a live service's counters would, otherwise they stay as the history left them.
 """
@@ -28,8 +29,18 @@ from shoprank.clicks.counts import ClickCounts, log_users
 from shoprank.clicks.features import FEATURES, BlendWeights, query_features, with_user
 from shoprank.clicks.text import compact_query
 
-__all__ = ["FEATURES", "ClickBlend", "ClickCounts"]
-RankFn = Callable[[list[str]], dict[str, list[str]]]
+__all__ = ["FEATURES", "ClickBlend", "ClickCounts", "RankFn", "click_months"]
+# The model's ranking of the catalogue per (query, month of the search): what the served ranker
+# computes for a search in that month (the pair heads take the month as an input).
+RankKey = tuple[str, int]
+RankFn = Callable[[list[RankKey]], dict[RankKey, list[str]]]
+
+
+def click_months(clicks: pl.DataFrame) -> list[int]:
+    """Each click's month (1..12) from its ``timestamp``, 0 where it has none (as a search with no month)."""
+    if "timestamp" not in clicks.columns:
+        return [0] * clicks.height
+    return clicks["timestamp"].dt.month().fill_null(0).cast(pl.Int64).to_list()
 
 
 class ClickBlend:
@@ -68,21 +79,23 @@ class ClickBlend:
         click it joins its user's history, and with ``online`` every count too, as a search
         service's live counters would have it when the next search came.
         """
-        ranked = self.rank_fn(list(dict.fromkeys(clicks["query"].to_list())))
-        per_query: dict[str, tuple[list[str], np.ndarray]] = {}  # while the counts stay fixed
+        keys = list(zip(clicks["query"].to_list(), click_months(clicks), strict=True))
+        ranked = self.rank_fn(list(dict.fromkeys(keys)))
+        per_query: dict[RankKey, tuple[list[str], np.ndarray]] = {}  # while the counts stay fixed
         out = []
         ts = clicks["timestamp"].to_list() if "timestamp" in clicks.columns else [None] * clicks.height
-        rows = zip(log_users(clicks), clicks["query"].to_list(), clicks["item_id"].to_list(), ts, strict=True)
+        rows = zip(log_users(clicks), keys, clicks["item_id"].to_list(), ts, strict=True)
         pending: list[tuple[str | None, str, str, object]] = []
-        for u, q, i, t in rows:
+        for u, key, i, t in rows:
+            q = key[0]
             if pending and (t is None or t != pending[-1][3]):  # the clock moved: count what it passed
                 self._pass(counts, pending)
                 if self.online:  # every count moved: features are computed afresh
                     per_query.clear()
                 pending = []
-            if q not in per_query:
-                per_query[q] = query_features(counts.view(q), self.bm25, self.index, q, ranked.get(q, []))
-            cands, x = per_query[q]
+            if key not in per_query:
+                per_query[key] = query_features(counts.view(q), self.bm25, self.index, q, ranked.get(key, []))
+            cands, x = per_query[key]
             if self.use_user and u is not None:
                 x = with_user(cands, x, counts.user_items.get((u, compact_query(q))), counts.user_any.get(u))
             out.append((cands, x, i))

@@ -11,7 +11,6 @@ Three entry points:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -23,19 +22,21 @@ import polars as pl
 import torch
 
 from shoprank.clicks.features import CLICK_BLEND_FILE, BlendWeights
+from shoprank.data.sources.common import normalize_query
 from shoprank.errors import DataError
 from shoprank.eval import metrics as M
-from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend, normalize_query
-from shoprank.eval.clickblend import ClickBlend
+from shoprank.eval.baselines import BM25, QueryLookup, back_off, blend
+from shoprank.eval.clickblend import ClickBlend, RankFn, RankKey, click_months
 from shoprank.eval.task_report import Caches, row, task_rows
 from shoprank.eval.tasks import numeric, pair_raw
+from shoprank.files import atomic_write_json
 from shoprank.model.checkpoint import load_checkpoint, load_model, model_version
 from shoprank.model.embeddings import EmbeddingCache, embed_unique
 from shoprank.model.features import month_features
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
-from shoprank.model.registry import spec
-from shoprank.model.text import item_text, title_of
+from shoprank.model.registry import ranking_head, spec
+from shoprank.model.text import PAIR, item_text, recipes_of, title_of
 from shoprank.tasks.config import DataConfig, SplitConfig
 from shoprank.tasks.examples import build_task_data, catalogue_view, time_split
 
@@ -81,12 +82,13 @@ def rank_catalogue(
     k: int = 100,
     head: str | None = None,
     cache: EmbeddingCache | None = None,
+    month: int = 0,
 ) -> dict[str, list[str]]:
-    """Top-k catalogue ``item_id`` per query by the best trained head (click, then relevance),
-    falling back to cosine similarity (zero-shot)."""
+    """Top-k catalogue ``item_id`` per query by the best trained head (:func:`ranking_head`: click,
+    then relevance, else cosine similarity: zero-shot), for a search in ``month`` (0: unknown)."""
     model.eval()
     if head is None:
-        head = next((t for t in ("click", "relevance") if model.is_trained(t)), "similarity")
+        head = ranking_head({t for t in model.trained_tasks if model.is_trained(t)})
     iemb = embed_unique(model, items["item"].to_list(), cache)
     qemb = embed_unique(model, queries, cache)
     ids = items["item_id"].to_list()
@@ -95,7 +97,7 @@ def rank_catalogue(
     dev = model.device
     it = torch.as_tensor(iemb, device=dev)
     num = torch.as_tensor(numeric(items), device=dev)
-    mon = torch.as_tensor(month_features(np.zeros(items.height, dtype=np.int64)), device=dev)
+    mon = torch.as_tensor(month_features(np.full(items.height, month, dtype=np.int64)), device=dev)
     out: dict[str, list[str]] = {}
     kk = min(k, len(ids))
     for n, q in enumerate(queries):
@@ -112,9 +114,11 @@ def rank_catalogue(
     return out
 
 
-def catalogue_items(cat: pl.DataFrame) -> pl.DataFrame:
-    """item_id, item text and numeric columns of a canonical catalogue."""
-    return catalogue_view(cat)
+def catalogue_items(cat: pl.DataFrame, manifest: dict[str, Any] | None = None) -> pl.DataFrame:
+    """item_id, ``pair`` item text (the recipe of the checkpoint whose ``manifest`` is given; None:
+    the default) and numeric columns of a canonical catalogue: the text an index built from the
+    same checkpoint embeds and stores, so eval's BM25 and the served ranker's read the same."""
+    return catalogue_view(cat, PAIR, recipes_of(manifest))
 
 
 def click_ranking_metrics(
@@ -176,7 +180,7 @@ def evaluate_checkpoint(
     if "train_config" not in manifest:
         raise DataError(f"{checkpoint}: manifest has no train_config; pass --judgements or --clicks instead")
     cfg = DataConfig.of(manifest["train_config"])
-    data = build_task_data(cfg)
+    data = build_task_data(cfg, recipes=recipes_of(manifest))
     zs = load_model(None, encoder=model.config.encoder, device=device)[0] if baselines else None
     # weights are fixed from here on: embed each distinct text once per model
     caches = Caches(EmbeddingCache(model), EmbeddingCache(zs) if zs is not None else None)
@@ -197,7 +201,7 @@ def evaluate_checkpoint(
                 ev, cat = frames.get("events"), frames.get("catalogue")
                 if ev is None or cat is None or (ev["event_type"] == "impression").any():
                     continue  # MAP@5 is defined here for click-only logs (the Best Buy format)
-                items = catalogue_items(cat)
+                items = catalogue_items(cat, manifest)
                 _, train, test = click_log_split(ev, items, cfg.split)
                 say(f"eval click ranking/{source}: {test.height} test clicks, time split")
                 res = click_ranking(model, zs, train, test, items, caches)
@@ -223,8 +227,10 @@ def click_ranking(
     items: pl.DataFrame,
     caches: Caches | None = None,
     blends: dict[str, BlendWeights] | None = None,
+    lists: dict[str, list[list[str]]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Every click system's MAP@5 and recall@100; ``blends`` (when given) receives each learned blend's weights."""
+    """Every click system's MAP@5 and recall@100; ``blends`` (when given) receives each learned blend's
+    weights, ``lists`` each per-click system's top-100 lists (``test``'s row order)."""
     lookup = QueryLookup(train["query"].to_list(), train["item_id"].to_list())
     recent = QueryLookup(
         train["query"].to_list(),
@@ -234,20 +240,19 @@ def click_ranking(
         word_weight=LOOKUP_WORD_WEIGHT,
         neighbour_weight=LOOKUP_NEIGHBOUR_WEIGHT,
     )
+    # The model reads the query as training and serving give it (lower case, spaces collapsed; the
+    # click counters key it by its compact form whatever its spelling).
     norm = pl.col("query").map_elements(normalize_query, return_dtype=pl.Utf8)
     test = test.with_columns(norm)
-    model_rank: dict[str, list[str]] = {}
-
-    def model_fn(qs: list[str]) -> dict[str, list[str]]:
-        missing = [q for q in dict.fromkeys(qs) if q not in model_rank]
-        if missing:
-            model_rank.update(rank_catalogue(model, missing, items, cache=caches and caches.model))
-        return model_rank
-
-    systems: dict[str, Callable[[list[str]], dict[str, list[str]]]] = {"model": model_fn}
-    systems["lookup+model"] = lambda qs: {
-        q: blend(recent.scores(q), model_rank[q], MODEL_BLEND_WEIGHT, 100) for q in qs
+    model_fn = month_ranker(model, items, caches and caches.model)
+    # The model's ranking is per (query, month of the click): per click, not per query.
+    keys = list(zip(test["query"].to_list(), click_months(test), strict=True))
+    model_rank = model_fn(keys)
+    per_click = {
+        "model": [model_rank[key] for key in keys],
+        "lookup+model": [blend(recent.scores(q), model_rank[(q, m)], MODEL_BLEND_WEIGHT, 100) for q, m in keys],
     }
+    systems: dict[str, Callable[[list[str]], dict[str, list[str]]]] = {}
     systems["lookup"] = lambda qs: {q: back_off(lookup.rank(q, 100), lookup.popular(100), 100) for q in qs}
     systems["lookup_recency_words"] = lambda qs: {
         q: back_off(recent.rank(q, 100), recent.popular(100), 100) for q in qs
@@ -279,7 +284,6 @@ def click_ranking(
     # stay as they were when it began (learned_blend_static; the lookups above are all static).
     # A log too small to fit the blend on leaves these rows out.
     history, later = fit_periods(train.with_columns(norm))
-    per_click = {}
     for name, use_user, online in (
         ("learned_blend", True, True),
         ("learned_blend_no_user", False, True),
@@ -292,7 +296,25 @@ def click_ranking(
         per_click[name] = fitted.rank(train, test)
         if blends is not None:
             blends[name] = fitted.blend
+    if lists is not None:
+        lists.update(per_click)
     return click_ranking_metrics(systems, test, per_click)
+
+
+def month_ranker(model: MultiTaskModel, items: pl.DataFrame, cache: EmbeddingCache | None = None) -> RankFn:
+    """The model's top 100 of ``items`` per (query, month), computed once per key (:func:`rank_catalogue`)."""
+    ranked: dict[RankKey, list[str]] = {}
+
+    def rank(keys: list[RankKey]) -> dict[RankKey, list[str]]:
+        by_month: dict[int, list[str]] = {}
+        for q, m in dict.fromkeys(keys):
+            if (q, m) not in ranked:
+                by_month.setdefault(m, []).append(q)
+        for m, qs in by_month.items():
+            ranked.update({(q, m): r for q, r in rank_catalogue(model, qs, items, cache=cache, month=m).items()})
+        return ranked
+
+    return rank
 
 
 # -- generic inputs ---------------------------------------------------------------------------
@@ -347,7 +369,12 @@ def evaluate_judgements(checkpoint: str | Path, path: str | Path, device: str = 
 
 
 def evaluate_clicks(
-    checkpoint: str | Path, clicks: str | Path, catalogue: str | Path, device: str = "cpu", write_blend: bool = False
+    checkpoint: str | Path,
+    clicks: str | Path,
+    catalogue: str | Path,
+    device: str = "cpu",
+    write_blend: bool = False,
+    keep_lists: bool = False,
 ) -> dict[str, Any]:
     """MAP@5 and recall@100 on a click log in the Best Buy format against its catalogue.
 
@@ -358,6 +385,8 @@ def evaluate_clicks(
     reports as ``<system>/map@5``; ``model_all_clicks/*`` ranks every click by the model alone.
     ``write_blend``: the fitted learned blend's weights go to the checkpoint's ``click_blend.json``
     (what a ranker serving this checkpoint with a store reads, see ``shoprank.serving.clicks``).
+    ``keep_lists``: ``lists`` holds the learned blend's top 5 per test click, in the test clicks'
+    order (:func:`click_log_split`'s), to compare with what a server returned (``shoprank replay``).
     """
     from shoprank.data import loaders
 
@@ -366,15 +395,16 @@ def evaluate_clicks(
     ev = loaders.load(clicks, "bestbuy-clicks").frames.get("events")
     if cat is None or ev is None:
         raise DataError(f"{clicks} / {catalogue}: need a click log and a product catalogue")
-    items = catalogue_items(cat)
     model, manifest = load_checkpoint(checkpoint, device)
+    items = catalogue_items(cat, manifest)
     caches = Caches(EmbeddingCache(model))
     split = SplitConfig.model_validate(manifest.get("train_config", {}).get("split", {}))
     known, history, test = click_log_split(ev, items, split)
     queries = [normalize_query(q) for q in known["query"].to_list()]
-    ranked = rank_catalogue(model, list(dict.fromkeys(queries)), items, cache=caches.model)
+    keys = list(zip(queries, click_months(known), strict=True))
+    ranked = month_ranker(model, items, caches.model)(keys)
     rel = [[i] for i in known["item_id"].to_list()]
-    lists = [ranked[q] for q in queries]
+    lists = [ranked[key] for key in keys]
     out: dict[str, Any] = {
         "clicks": float(known.height),
         "clicks_unknown_item": float((ev["event_type"] == "click").sum() - known.height),
@@ -386,13 +416,17 @@ def evaluate_clicks(
     if test.is_empty() or history.is_empty():
         raise DataError(f"{clicks}: {known.height} clicks on catalogue items are too few to split by time")
     blends: dict[str, BlendWeights] = {}
-    res = click_ranking(model, None, history, test, items, caches, blends)
+    per_click: dict[str, list[list[str]]] = {}
+    res = click_ranking(model, None, history, test, items, caches, blends, per_click)
     if write_blend and "learned_blend" in blends:
-        (Path(checkpoint) / CLICK_BLEND_FILE).write_text(json.dumps(blends["learned_blend"].to_dict(), indent=1))
+        atomic_write_json(Path(checkpoint) / CLICK_BLEND_FILE, blends["learned_blend"].to_dict(), indent=1)
+        out["blend_written"] = str(Path(checkpoint) / CLICK_BLEND_FILE)
     system = "learned_blend" if "learned_blend" in res else "lookup+model"
     out.update({"system": system, "map@5": res[system]["map@5"], "recall@100": res[system]["recall@100"]})
     for name, m in res.items():
         out.update({f"{name}/{k}": v for k, v in m.items()})
+    if keep_lists and system in per_click:
+        out["lists"] = [lst[:5] for lst in per_click[system]]
     return out
 
 

@@ -2,7 +2,9 @@
 
 The manifest records the model config, label maps, which tasks were fine-tuned, data
 fingerprints, metrics and the code version, plus the SHA-256 of the weights file so a
-corrupt or swapped file is refused before it is read.
+corrupt or swapped file is refused before it is read. It also records the item text recipes
+the heads were trained on (``item_text``, :mod:`shoprank.model.text`); a loaded manifest always
+holds them (today's defaults for a checkpoint older than them).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import shoprank
 from shoprank.errors import CheckpointError
 from shoprank.files import atomic_path, atomic_write_text, sha256_file
 from shoprank.model.multitask import ModelConfig, MultiTaskModel
+from shoprank.model.text import DEFAULT_RECIPES, Recipes, recipes_of, recipes_to_json
+from shoprank.model.text import MANIFEST_KEY as ITEM_TEXT_KEY
 
 FORMAT = "shoprank-checkpoint"
 FORMAT_VERSION = 1
@@ -33,8 +37,12 @@ def save_checkpoint(
     *,
     trained_tasks: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    item_text: Recipes | None = None,
 ) -> Path:
-    """Write weights then manifest (each atomically); the manifest is the commit point."""
+    """Write weights then manifest (each atomically); the manifest is the commit point.
+
+    ``item_text``: the recipes the heads were trained on (default: today's); an ``item_text`` in
+    ``extra`` (a manifest carried over) wins."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -50,6 +58,7 @@ def save_checkpoint(
         "weights_sha256": sha256_file(directory / WEIGHTS),
         "code_version": shoprank.__version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        ITEM_TEXT_KEY: recipes_to_json(item_text or DEFAULT_RECIPES),
         **(extra or {}),
     }
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
@@ -124,6 +133,10 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTa
         raise CheckpointError(f"{weights}: weights do not fit the manifest's model ({e})") from e
     model.trained_tasks = set(manifest.get("trained_tasks", []))
     model.to(device).eval()
+    try:  # the item text recipes: the manifest's, today's defaults for a kind it lacks
+        manifest[ITEM_TEXT_KEY] = recipes_to_json(recipes_of(manifest))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{directory / MANIFEST}: bad {ITEM_TEXT_KEY} ({e})") from e
     return model, manifest
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 Kind = Literal["classification", "contrastive", "pair_regression", "binary", "regression"]
 Side = Literal["query", "item", "pair"]
+TextKind = Literal["pair", "item"]  # which item text a head reads (shoprank.model.text)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class TaskSpec:
     lexical: bool = False  # the output adds a linear term on lexical match features
     similarity_fallback: bool = False  # untrained, it is scored by cosine similarity (model.scoring)
     eval_zero_shot: bool = False  # ``shoprank eval`` reports the pretrained encoder's zero-shot next to it
+    # the item text its heads read (``shoprank.model.text``): "pair" for query–item heads (and demand,
+    # scored on the same item embedding), "item" for item-class heads; None: no item text (intent)
+    text_kind: TextKind | None = None
 
     @property
     def is_class(self) -> bool:
@@ -64,19 +68,20 @@ SPECS: tuple[TaskSpec, ...] = (
     TaskSpec("intent", "classification", "query", "cross_entropy", _CLASS_METRICS, "accuracy", True,
              "softmax of cosine to the class names' embeddings (shoprank.model.prototypes)", eval_zero_shot=True),
     TaskSpec("retrieval", "contrastive", "pair", "info_nce", ("recall@10", "mrr"), "recall@10", True,
-             "cosine similarity of query and item embeddings", eval_zero_shot=True),
+             "cosine similarity of query and item embeddings", eval_zero_shot=True, text_kind="pair"),
     TaskSpec("relevance", "pair_regression", "pair", "mse", ("rmse", "ndcg@10"), "rmse", False,
              "cosine similarity clipped to 0..1", lexical=True, similarity_fallback=True,
-             eval_zero_shot=True),
+             eval_zero_shot=True, text_kind="pair"),
     TaskSpec("click", "binary", "pair", "bce", ("auc", "accuracy"), "auc", True,
              "cosine similarity clipped to 0..1 (campaign: blended with a popularity prior)",
-             similarity_fallback=True),
+             similarity_fallback=True, text_kind="pair"),
     TaskSpec("category", "classification", "item", "cross_entropy", _CLASS_METRICS, "accuracy", True,
-             "softmax of cosine to the class names' embeddings (shoprank.model.prototypes)"),
+             "softmax of cosine to the class names' embeddings (shoprank.model.prototypes)", text_kind="item"),
     TaskSpec("season", "classification", "item", "cross_entropy", _CLASS_METRICS, "accuracy", True,
-             "softmax of cosine to season descriptions (campaign scoring)"),
+             "softmax of cosine to season descriptions (campaign scoring)", text_kind="item"),
     TaskSpec("demand", "regression", "item", "mse", ("rmse",), "rmse", False,
-             "a seasonal prior from the season probabilities (campaign scoring)", uses_query=False),
+             "a seasonal prior from the season probabilities (campaign scoring)", uses_query=False,
+             text_kind="pair"),
 )  # fmt: skip
 REGISTRY: dict[str, TaskSpec] = {s.name: s for s in SPECS}
 
@@ -99,3 +104,12 @@ def spec(task: str) -> TaskSpec:
 def unknown_tasks(names: object) -> list[str]:
     """The names in ``names`` that are not registered tasks, sorted."""
     return sorted(set(names) - set(TASKS))  # type: ignore[call-overload]
+
+
+RANKING_HEADS: tuple[str, ...] = ("click", "relevance")  # the heads that rank a catalogue for a query, best first
+
+
+def ranking_head(trained: object) -> str:
+    """The head that ranks a catalogue for a query: the first trained of :data:`RANKING_HEADS`, else
+    ``similarity`` (zero-shot cosine). The model ranking the click blend's features read, in eval and serving."""
+    return next((t for t in RANKING_HEADS if t in trained), "similarity")  # type: ignore[operator]

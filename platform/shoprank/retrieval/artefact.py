@@ -6,7 +6,10 @@ Layout::
       manifest.json     format, index_version, model_version, num_items, dim, categories,
                         hnsw parameters, SHA-256 of every file (the commit point: written last)
       embeddings.npy    float32 [num_items, dim], unit rows (read with allow_pickle=False)
-      items.parquet     item_id, title, category_path, price, rating, season, in_stock, popularity
+      items.parquet     item_id, title, category_path, price, rating, season, in_stock, popularity,
+                        and ``text``: the ``pair`` item text that was embedded (the manifest's
+                        ``item_text`` holds its recipe; older artefacts lack both: readers rebuild
+                        the text from the columns above with the default recipe)
       hnsw.bin          hnswlib index over the embeddings (only when num_items >= hnsw_threshold)
 
 The whole directory is written under a temporary name next to ``DIR`` and swapped into place
@@ -39,6 +42,7 @@ EMBEDDINGS = "embeddings.npy"
 ITEMS = "items.parquet"
 HNSW = "hnsw.bin"
 ITEM_COLUMNS = ("item_id", "title", "category_path", "price", "rating", "season", "in_stock", "popularity")
+TEXT_COLUMN = "text"  # optional items column: the embedded item text (shoprank.model.text)
 DEFAULT_HNSW_THRESHOLD = 50_000
 
 
@@ -54,7 +58,8 @@ def top_categories(category_paths: list[str | None], max_classes: int = 64) -> l
 
 
 def normalise_items(items: pl.DataFrame) -> pl.DataFrame:
-    """The index's item table: canonical columns (missing ones filled), in ITEM_COLUMNS order."""
+    """The index's item table: canonical columns (missing ones filled), in ITEM_COLUMNS order, then
+    the embedded ``text`` when given."""
     defaults: dict[str, pl.Expr] = {
         "title": pl.lit("", pl.Utf8),
         "category_path": pl.lit("", pl.Utf8),
@@ -82,6 +87,8 @@ def normalise_items(items: pl.DataFrame) -> pl.DataFrame:
         pl.col("in_stock").cast(pl.Boolean).fill_null(True),
         pl.col("popularity").cast(pl.Float64).fill_null(0.0),
     )
+    if TEXT_COLUMN in items.columns:
+        out = out.with_columns(items[TEXT_COLUMN].cast(pl.Utf8).alias(TEXT_COLUMN))
     return out
 
 

@@ -3,7 +3,9 @@
 Polars reads the catalogue (canonical parquet/CSV, or any format ``shoprank.data.loaders``
 knows); Ray Data embeds it with ``shoprank.batch.embed.ItemEmbedder`` on an actor pool (the
 model loads once per actor); the result is written with
-:func:`shoprank.retrieval.artefact.write_artefact` (atomic, versioned).
+:func:`shoprank.retrieval.artefact.write_artefact` (atomic, versioned). Each item's ``pair`` text
+(the checkpoint's recipe, :mod:`shoprank.model.text`) is what gets embedded; the artefact keeps it
+(items column ``text``) and the recipes (manifest ``item_text``), so serving reads the same text.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from shoprank.errors import DataError
-from shoprank.retrieval.artefact import DEFAULT_HNSW_THRESHOLD, ITEM_COLUMNS, write_artefact
+from shoprank.retrieval.artefact import DEFAULT_HNSW_THRESHOLD, ITEM_COLUMNS, TEXT_COLUMN, write_artefact
 
 
 def read_catalogue(path: str | Path, fmt: str | None = None) -> pl.DataFrame:
@@ -52,12 +54,13 @@ def embed_with_ray(
     num_cpus_per_actor: float = 1.0,
     num_gpus_per_actor: float = 0.0,
 ) -> tuple[pl.DataFrame, np.ndarray]:
-    """Embed every row on a Ray Data actor pool; returns (items in output order, embeddings)."""
+    """Embed every row on a Ray Data actor pool; returns (items in output order, with the embedded
+    ``text``, and embeddings)."""
     import ray
 
-    from shoprank.batch.embed import ItemEmbedder, embeddings_of
+    from shoprank.batch.embed import TEXT_COLUMNS, ItemEmbedder, embeddings_of
 
-    cols = [c for c in ("item_id", "title", "description", "category_path") if c in frame.columns]
+    cols = [c for c in ("item_id", *TEXT_COLUMNS) if c in frame.columns]
     ds = ray.data.from_arrow(frame.select(cols).to_arrow())
     out = ds.map_batches(
         ItemEmbedder,
@@ -68,20 +71,20 @@ def embed_with_ray(
         num_cpus=num_cpus_per_actor,
         num_gpus=num_gpus_per_actor,
     )
-    table = out.select_columns(["item_id", "embedding"]).to_arrow_refs()
+    table = out.select_columns(["item_id", "text", "embedding"]).to_arrow_refs()
     import pyarrow as pa
 
     tables = ray.get(table)
     merged = pa.concat_tables(tables) if tables else None
     if merged is None or merged.num_rows != frame.height:
         raise DataError(f"embedding job returned {0 if merged is None else merged.num_rows} rows for {frame.height}")
-    ids = pl.from_arrow(merged.select(["item_id"]))
+    ids = pl.from_arrow(merged.select(["item_id", "text"]))
     emb = embeddings_of(merged)
     order = ids.with_row_index("_pos").join(
         frame.with_row_index("_src").select(["item_id", "_src"]), on="item_id", how="left"
     )
     src = order["_src"].to_numpy()
-    items = frame[src]
+    items = frame.drop("text", strict=False)[src].with_columns(order["text"].alias("text"))
     return items, emb
 
 
@@ -98,7 +101,8 @@ def build_index(
     num_gpus_per_actor: float = 0.0,
 ) -> dict[str, Any]:
     """Read, embed (Ray Data), write the artefact; returns its manifest plus timing."""
-    from shoprank.model.checkpoint import expected_model_version
+    from shoprank.model.checkpoint import expected_model_version, read_manifest
+    from shoprank.model.text import MANIFEST_KEY, recipes_of, recipes_to_json
 
     t0 = time.perf_counter()
     frame = catalogue if isinstance(catalogue, pl.DataFrame) else read_catalogue(catalogue, fmt)
@@ -113,11 +117,12 @@ def build_index(
         num_gpus_per_actor=num_gpus_per_actor,
     )  # fmt: skip
     t1 = time.perf_counter()
-    keep = [c for c in ITEM_COLUMNS if c in items.columns]
+    keep = [c for c in (*ITEM_COLUMNS, TEXT_COLUMN) if c in items.columns]
+    recipes = recipes_of(read_manifest(checkpoint) if checkpoint is not None else None)  # what the embedder used
     path = write_artefact(
         out_dir, items.select(keep), emb, model_version=model_version, encoder=encoder,
         hnsw_threshold=hnsw_threshold, extra={"source": str(catalogue) if not isinstance(catalogue, pl.DataFrame)
-                                              else "<frame>"},
+                                              else "<frame>", MANIFEST_KEY: recipes_to_json(recipes)},
     )  # fmt: skip
     from shoprank.retrieval.artefact import read_index_manifest
 

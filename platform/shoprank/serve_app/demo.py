@@ -9,6 +9,7 @@ or, as a demo stage, append ``("build the index, serve and search over gRPC", st
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ def run_demo_serving(
     store_dir = out_dir / "store"
     own_store = running_store(store_dir) is None
     summary: dict[str, Any] = {"queries": []}
+    served_log = (out_dir / "served").resolve()  # every answer and click, as training data (format served-log)
+    shutil.rmtree(served_log, ignore_errors=True)  # this run's only
     try:
         t0 = time.perf_counter()
         m = build_index(catalogue, out_dir / "index", checkpoint=str(checkpoint) if checkpoint else None,
@@ -67,6 +70,7 @@ def run_demo_serving(
         if checkpoint:
             app_args["checkpoint"] = str(Path(checkpoint).resolve())
         app_args["store_url"] = ensure_local_store(store_dir)
+        app_args["serving"] = {"served_log_dir": str(served_log)}
         server.deploy(app_args)
         print(f"  serving over gRPC on localhost:{port} ({time.perf_counter() - t0:.1f}s to start)")
         summary.update(port=port, index_version=m["index_version"], model_version=m["model_version"])
@@ -101,7 +105,27 @@ def run_demo_serving(
             ray.shutdown()
         if own_store:
             stop_local_store(store_dir)
+    summary["served_log"] = _served_log_summary(served_log)
     return summary
+
+
+def _served_log_summary(path: Path) -> dict[str, int]:
+    """What the served-results log holds once the app is down, read back as training events."""
+    import polars as pl
+
+    from shoprank.data.sources.served_log import load_served_log
+    from shoprank.errors import DataError
+
+    try:
+        events = load_served_log(path).frames["events"]
+    except DataError as e:
+        print(f"  served log: {e}")
+        return {}
+    counts = dict(events.group_by("event_type").len().iter_rows())
+    clicks = events.filter(pl.col("event_type") == "click")
+    print(f"  served log {path}: {counts.get('impression', 0)} shown items, {counts.get('click', 0)} click(s) "
+          f"joined to their search (positions {clicks['position'].to_list()}): training data, format served-log")
+    return {k: int(v) for k, v in counts.items()}
 
 
 def stage_serve(ctx: Any) -> None:

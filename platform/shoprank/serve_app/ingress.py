@@ -14,7 +14,9 @@ Every Search/Rank response carries a fresh ``request_id`` (also in the ingress's
 callers echo in ``Feedback`` events. ``Feedback`` validates the whole batch
 (:func:`shoprank.store.events.parse_events`), writes it to the online store in one atomic script
 call (:class:`shoprank.store.writer.AsyncStoreWriter`; the store fsyncs its append-only file
-before it answers) and only then answers OK.
+before it answers) and only then answers OK. With ``served_log_dir`` set, every response and every
+acknowledged Feedback batch also goes to the served-results log (:mod:`shoprank.feedback.served_log`;
+never blocking), which is written out when the replica shuts down.
 
 Status codes: INVALID_ARGUMENT (validation, with the message; for Feedback ``events[i].field``
 and nothing stored), UNAUTHENTICATED (bearer token), DEADLINE_EXCEEDED (server-side budget
@@ -37,6 +39,7 @@ from grpc_health.v1 import health_pb2
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from shoprank.feedback.served_log import open_served_log
 from shoprank.serve_app.common import BatchStats, Coalescer
 from shoprank.serving.auth import check_token, resolve_token
 from shoprank.serving.config import ServingConfig
@@ -79,6 +82,7 @@ class SearchIngress:
         self.token = resolve_token(token, token_env)
         self.stats = BatchStats()
         self.coalesce = Coalescer(self._run_batch, self.cfg.max_batch_size, self.cfg.ingress_batches_in_flight)
+        self.served_log = open_served_log(self.cfg.served_log_dir)  # None: off; never blocks a request
 
     # -- shoprank.v1.SearchService ----------------------------------------------------------
     async def Search(self, request: pb2.SearchRequest, grpc_context) -> pb2.SearchResponse:  # noqa: N802
@@ -112,6 +116,8 @@ class SearchIngress:
             msg = str(e) or "online store did not answer in time"
             return self._fail(grpc_context, grpc.StatusCode.UNAVAILABLE, f"{msg}; not acknowledged, retry",
                               pb2.FeedbackResponse())  # fmt: skip
+        if self.served_log is not None:  # only what the store acknowledged
+            self.served_log.log_feedback(events)
         return pb2.FeedbackResponse(accepted=res.accepted, duplicates=res.duplicates)
 
     # -- grpc.health.v1.Health --------------------------------------------------------------
@@ -162,6 +168,8 @@ class SearchIngress:
         )  # fmt: skip
         resp = to_response(res, pb2)
         resp.request_id = request_id
+        if self.served_log is not None:
+            self.served_log.log_result(request_id, q, res, "rank" if rank else "search")
         return resp
 
     async def _run(self, q: Query) -> SearchResult:
@@ -180,6 +188,14 @@ class SearchIngress:
     def batch_stats(self) -> dict[str, object]:
         """Sizes of the coalesced batches (requests per call to the three deployments)."""
         return self.stats.summary()
+
+    def served_log_stats(self) -> dict[str, object] | None:
+        """The served-results log's counters (logged, dropped, written, ...), None when it is off."""
+        return None if self.served_log is None else self.served_log.stats()
+
+    def __del__(self) -> None:  # Serve calls it when the replica shuts down: write what is buffered
+        if getattr(self, "served_log", None) is not None:
+            self.served_log.close()
 
     @staticmethod
     def _fail(grpc_context, code: grpc.StatusCode, message: str, empty=None):

@@ -4,19 +4,21 @@
 ``ClickBlend`` uses offline — reading every job's counts from the store in ONE pipelined round trip
 (:meth:`shoprank.store.reader.StoreClickSource.lookup`). Per job:
 
-- the model's ranking is the served model blend (the request's ``blend_weights``, else the
-  config's) over the retrieved candidates, cut to its top :data:`~shoprank.clicks.features.CANDIDATES`
+- the model's ranking is eval's: the ranking head's scores (:func:`shoprank.model.registry.ranking_head`:
+  click, then relevance) for the request's month over the retrieved candidates (the request's own
+  ``blend_weights`` blend when it sends some), cut to its top :data:`~shoprank.clicks.features.CANDIDATES`
   (eval's ``rank_catalogue`` depth; ``num_candidates`` must be at least that);
-- BM25 runs over the index's items with eval's item text (``catalogue_view``), built once per
-  index version (:class:`ClickItems`);
+- BM25 runs over the item text the index embedded (its ``items.text``: the checkpoint's ``pair``
+  recipe, the text eval's BM25 reads; an older index without it gets the text rebuilt from its
+  columns, without description), built once per index version (:class:`ClickItems`);
 - candidates are eval's (click-sourced, model, popular), less items the index does not hold, and
   for a Rank request or a filtered Search only the items it sent or retrieved. Each candidate's
   features do not depend on the others, so dropping some leaves the others' order as eval's.
 
-Where eval and serving can still differ: eval's model ranking is the best trained head over the
-whole catalogue, serving's the configured blend over what retrieval returned (equal when the
-weights name one head and retrieval's top ``num_candidates`` hold that head's top 100); the
-index keeps no description, so BM25 reads title and category path only.
+Where eval and serving can still differ: eval's model ranking is over the whole catalogue,
+serving's over what retrieval returned (equal when retrieval's top ``num_candidates`` hold the
+head's top 100, e.g. ``num_candidates`` >= the catalogue's size), and scores equal to float
+rounding can order near-ties differently.
 
 Blend weights: the checkpoint's (its manifest's ``click_blend``, else its ``click_blend.json``, which
 ``shoprank.eval.runner.evaluate_clicks(write_blend=True)`` writes; fitted with that model's ranks)
@@ -32,7 +34,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -51,23 +54,42 @@ from shoprank.clicks.features import (
     click_features,
 )
 from shoprank.errors import ConfigError
+from shoprank.model.text import PAIR, item_texts, recipes_of
+from shoprank.retrieval.artefact import TEXT_COLUMN
 from shoprank.store.errors import StoreUnavailable
-from shoprank.tasks.examples import catalogue_view
 
 log = logging.getLogger("shoprank.serving")
 MANIFEST_KEY = "click_blend"  # where a checkpoint's manifest holds fitted weights (BlendWeights.to_dict())
 
 
 class ClickItems:
-    """Per index version: BM25 over eval's item text and item id -> row (built on first use)."""
+    """Per index version: BM25 over the ``pair`` item text and item id -> row (built on first use).
 
-    def __init__(self, items: pl.DataFrame) -> None:
+    The text is the one the index embedded (its items' ``text`` column), the text eval's BM25
+    reads for the same catalogue (``shoprank.eval.runner.catalogue_items``). An older artefact
+    without the column gets it rebuilt from its columns by the artefact manifest's recipe (the
+    default when it has none); such an index keeps no description, so its BM25 reads less.
+    """
+
+    def __init__(self, items: pl.DataFrame, manifest: Mapping[str, Any] | None = None) -> None:
         self._items = items
+        self._manifest = manifest
+
+    @property
+    def stored(self) -> bool:
+        """Whether the index holds the embedded text (else it is rebuilt)."""
+        return TEXT_COLUMN in self._items.columns and self._items[TEXT_COLUMN].null_count() == 0
+
+    def texts(self) -> list[str]:
+        """Each item's ``pair`` text, in the index's row order."""
+        if self.stored:
+            return self._items[TEXT_COLUMN].to_list()
+        return item_texts(self._items, PAIR, recipes_of(self._manifest))
 
     @cached_property
     def built(self) -> tuple[BM25, dict[str, int]]:
-        view = catalogue_view(self._items)
-        return BM25(view["item"].to_list()), {i: n for n, i in enumerate(view["item_id"].to_list())}
+        ids = self._items["item_id"].cast(pl.Utf8).to_list()
+        return BM25(self.texts()), {i: n for n, i in enumerate(ids)}
 
 
 def signals_of(view: QueryClicks, use_user: bool = True) -> list[str]:
@@ -118,6 +140,12 @@ class ServedClicks:
 
     def __init__(self, source: ClickFeatureSource, weights: BlendWeights, use_user: bool = True) -> None:
         self.source, self.weights, self.use_user = source, weights, use_user
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-read")
+
+    def prefetch(self, requests: Sequence[ClickRequest]) -> Future[list[QueryClicks]]:
+        """Start a batch's store read in the background, so it overlaps the model's forward pass
+        (its result, or its StoreUnavailable, is :meth:`try_pick`'s ``views``)."""
+        return self._reader.submit(self.source.lookup, list(requests))
 
     @classmethod
     def from_store(
@@ -143,9 +171,11 @@ class ServedClicks:
         ranked: Sequence[Sequence[str]],
         ks: Sequence[int],
         allowed: Sequence[set[str] | None],
+        views: Sequence[QueryClicks] | None = None,
     ) -> list[ClickPick]:
-        """Each request's top ``k`` by the blend; raises StoreUnavailable (one store round trip for all)."""
-        views = self.source.lookup(requests)
+        """Each request's top ``k`` by the blend; raises StoreUnavailable (one store round trip for all,
+        unless ``views`` brings that read's result)."""
+        views = self.source.lookup(requests) if views is None else views
         out = []
         for r, view, its, model_ranked, k, ok in zip(requests, views, items, ranked, ks, allowed, strict=True):
             bm25, index = its.built
@@ -156,15 +186,20 @@ class ServedClicks:
                                  signals_of(view, self.use_user)))  # fmt: skip
         return out
 
-    def try_pick(self, *args: Any) -> tuple[list[ClickPick] | None, str]:
-        """:meth:`pick`, or (None, why) when the store failed: the caller serves the model alone."""
+    def try_pick(
+        self, *args: Any, views: Future[Sequence[QueryClicks]] | Callable[[], Sequence[QueryClicks]] | None = None
+    ) -> tuple[list[ClickPick] | None, str]:
+        """:meth:`pick`, or (None, why) when the store failed: the caller serves the model alone.
+        ``views``: a :meth:`prefetch` future (or a function of it) to take the read from."""
         try:
-            return self.pick(*args), ""
+            got = None if views is None else (views.result() if isinstance(views, Future) else views())
+            return self.pick(*args, views=got), ""
         except StoreUnavailable as e:
             log.warning("click blend degraded to the model alone: %s", e)
             return None, str(e)
 
     def close(self) -> None:
+        self._reader.shutdown(wait=True)
         close = getattr(self.source, "close", None)
         if close is not None:
             close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -45,6 +46,9 @@ class ServingConfig(BaseModel):
     # an online store and the checkpoint's manifest holds no ``click_blend`` (the checkpoint's wins).
     click_blend_weights: dict[str, dict[str, float]] | None = None
     store_timeout_s: float = Field(0.05, gt=0)  # a ranked batch's store read budget; slower -> model alone
+    # Where the served-results log goes (shoprank.feedback.served_log: every answered Search/Rank and
+    # acknowledged Feedback event as parquet); None: off. Relative paths resolve where the config is validated.
+    served_log_dir: str | None = None
 
     def batch_settings(self) -> BatchSettings:
         """The batched deployments' default ``user_config`` (deployments may override it)."""
@@ -59,6 +63,11 @@ class ServingConfig(BaseModel):
         if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
             raise ValueError("blend weights must be >= 0 with at least one > 0")
         return v
+
+    @field_validator("served_log_dir")
+    @classmethod
+    def _absolute_log_dir(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else str(Path(v).expanduser().resolve())
 
     @field_validator("click_blend_weights")
     @classmethod

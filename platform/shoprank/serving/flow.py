@@ -66,7 +66,7 @@ async def run_flow(stages: Stages, queries: list[Query], num_candidates: int) ->
                 q_emb=e.embedding, query=q.query, k=q.k, weights=q.weights, month=q.month,
                 index_dir=r.index_dir if r else "", index_version=r.index_version if r else "",
                 positions=r.positions if r else None, item_ids=q.item_ids, user_hash=q.user_hash,
-                filtered=not q.filters.is_empty(),
+                filtered=not q.filters.is_empty(), custom_weights=q.custom_weights,
             )
         )  # fmt: skip
     ranked = await _call(stages.rank, rank_jobs)

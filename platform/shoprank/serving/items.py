@@ -30,7 +30,7 @@ class ItemTable:
         self.categories = items["category_path"].to_list()
         self.prices = items["price"].to_list()
         self.in_stock = items["in_stock"].to_list()
-        self.clicks = ClickItems(items)  # the click blend's BM25 and item rows, built on first use
+        self.clicks = ClickItems(items, artefact.manifest)  # the click blend's BM25 and item rows, built on first use
 
     def season_fit(self, positions: np.ndarray, month: int) -> np.ndarray:
         """1 when the item's season is the month's, 0.5 for all-season/unknown or no month, else 0."""

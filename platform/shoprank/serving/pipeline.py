@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from shoprank.clicks.features import ClickRequest
+from shoprank.clicks.features import ClickRequest, QueryClicks
+from shoprank.feedback.served_log import open_served_log
 from shoprank.model.checkpoint import expected_model_version, model_version
 from shoprank.model.lexical import lexical_features
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.prototypes import SERVING_TEMPERATURE, ZeroShotClasses
+from shoprank.model.registry import ranking_head
 from shoprank.model.scoring import PairScores, class_probs, score_pairs
 from shoprank.retrieval.artefact import IndexArtefact, load_artefact
 from shoprank.retrieval.index import FilterSpec, VectorIndex
@@ -212,6 +216,8 @@ class Ranker:
     ):
         self.model = model
         self.clicks = clicks  # the learned click blend over the online store; None: the model blend alone
+        # the model ranking the click blend reads (as eval's): this head's, unless a request sends blend_weights
+        self.rank_head = ranking_head({t for t in model.trained_tasks if model.is_trained(t)})
         self.model_version = model_version
         self.backend = make_backend(backend, model, **backend_kwargs)
         self._tables: OrderedDict[str, ItemTable] = OrderedDict()
@@ -238,8 +244,10 @@ class Ranker:
         return self._tables[version]
 
     def rank_batch(self, jobs: list[RankJob]) -> list[RankedList]:
-        """Rank every job's candidates; one forward pass for the whole batch."""
+        """Rank every job's candidates; one forward pass for the whole batch (the click blend's store
+        read runs meanwhile)."""
         t0 = time.perf_counter()
+        reads = self.clicks.prefetch([ClickRequest(j.query, j.user_hash) for j in jobs]) if self.clicks else None
         out: list[RankedList] = [RankedList() for _ in jobs]
         qs, its, nums, months, lex, spans = [], [], [], [], [], []
         use_lexical = self.model.uses_lexical
@@ -299,7 +307,7 @@ class Ranker:
             scores["popularity"] = table.popularity[positions[j]]
             final = blend(scores, job.weights)
             ranked[j] = (scores, final, top_k(final, 0 if self.clicks else job.k))
-        picks, why = self._click_picks(jobs, tables, positions, ranked)
+        picks, why = self._click_picks(jobs, tables, positions, ranked, reads)
         for j, job in enumerate(jobs):
             res = out[j]
             res.model_version, res.batch_size, res.rank_ms = self.model_version, live, elapsed
@@ -329,18 +337,26 @@ class Ranker:
         tables: list[ItemTable | None],
         positions: list[np.ndarray],
         ranked: dict[int, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]],
+        reads: Future[list[QueryClicks]] | None,
     ) -> tuple[dict[int, ClickPick] | None, str]:
-        """The click blend's lists for the live jobs (one store round trip), or (None, why it degraded)."""
-        if self.clicks is None or not ranked:
+        """The click blend's lists for the live jobs (``reads``: their store read, started with the
+        batch), or (None, why it degraded)."""
+        if self.clicks is None or reads is None or not ranked:
             return None, ""
         live = sorted(ranked)
         ids = {j: [t.ids[int(p)] for p in positions[j]] for j in live if (t := tables[j]) is not None}
+        orders = {}
+        for j in live:
+            scores, final, order = ranked[j]
+            basis = scores.get(self.rank_head) if not jobs[j].custom_weights else None
+            orders[j] = order if basis is None else top_k(basis, 0)
         picks, why = self.clicks.try_pick(
             [ClickRequest(jobs[j].query, jobs[j].user_hash) for j in live],
             [t.clicks for j in live if (t := tables[j]) is not None],
-            [[ids[j][o] for o in ranked[j][2]] for j in live],
+            [[ids[j][o] for o in orders[j]] for j in live],
             [jobs[j].k for j in live],
             [set(ids[j]) if jobs[j].item_ids is not None or jobs[j].filtered else None for j in live],
+            views=lambda: [reads.result()[j] for j in live],
         )
         return (None, why) if picks is None else (dict(zip(live, picks, strict=True)), "")
 
@@ -406,6 +422,8 @@ class SearchPipeline:
         clicks = served_clicks(store_url, manifest, self.config, store, checkpoint)
         self.ranker = Ranker(model, version, self.config.ranker_backend, clicks=clicks)
         self.ranker.add_artefact(artefact)
+        # the served-results log (None: off); handle() logs each response, close() writes the rest
+        self.served_log = open_served_log(self.config.served_log_dir)
 
     def search_batch(self, queries: list[Query]) -> list[SearchResult | InvalidRequest]:
         """Search (or Rank, for queries with ``item_ids``) a batch of validated queries: one result per
@@ -431,7 +449,18 @@ class SearchPipeline:
         res = self.search(q)
         res.timings_ms["validate"] = (t1 - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
-        return to_response(res, pb2)
+        resp = to_response(res, pb2)
+        resp.request_id = uuid.uuid4().hex  # as the ingress does
+        if self.served_log is not None:
+            self.served_log.log_result(resp.request_id, q, res, "rank" if is_rank else "search")
+        return resp
+
+    def close(self) -> None:
+        """Write out the served-results log and close the store reader."""
+        if self.served_log is not None:
+            self.served_log.close()
+        if self.ranker.clicks is not None:
+            self.ranker.clicks.close()
 
 
 def served_clicks(

@@ -75,6 +75,7 @@ class RankJob:
     item_ids: list[str] | None = None
     user_hash: str | None = None  # the salted user hash, for the click blend's user history
     filtered: bool = False  # the request has filters: the click blend keeps to the retrieved candidates
+    custom_weights: bool = False  # the request chose ``weights``: the click blend reads them, not the ranking head
 
 
 @dataclass

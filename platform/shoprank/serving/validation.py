@@ -36,6 +36,7 @@ class Query:
     filters: FilterSpec = field(default_factory=FilterSpec)
     weights: dict[str, float] = field(default_factory=dict)
     item_ids: list[str] | None = None
+    custom_weights: bool = False  # the request sent blend_weights (else ``weights`` are the server's)
 
 
 def _unknown_fields(msg: Message, where: str) -> None:
@@ -160,6 +161,7 @@ def _common(req: Message, cfg: ServingConfig, kind: str) -> dict[str, Any]:
         "campaign": req.context.campaign,
         "user_hash": hash_id(req.user_id) if req.user_id else None,
         "weights": validate_weights(dict(req.blend_weights), cfg),
+        "custom_weights": bool(req.blend_weights),
     }
 
 

@@ -10,12 +10,16 @@ demand share) and ``split`` ("train" | "val" | "test").
 
 Splits are deterministic: hashed by ``group`` (queries for ranking tasks, items for item
 tasks), or by time for click logs, so ``shoprank eval`` rebuilds exactly the held-out rows.
+
+Item texts come from :func:`shoprank.model.text.item_texts`, each task's kind
+(``TaskSpec.text_kind``) by the recipes given to :func:`build_task_data` (a checkpoint's, see
+``shoprank.model.text.recipes_of``; the defaults when none are given). ``TaskData.recipes`` records
+them for the checkpoint manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +29,8 @@ import polars as pl
 
 from shoprank.errors import ConfigError, DataError
 from shoprank.hashing import unit_hash
-from shoprank.model.registry import CLASS_TASKS
-from shoprank.model.text import item_text
+from shoprank.model.registry import CLASS_TASKS, TextKind, spec
+from shoprank.model.text import DEFAULT_RECIPES, PAIR, Recipes, TextRecipe, item_texts, recipes_to_json
 from shoprank.tasks.config import DataConfig, SourceConfig, SplitConfig, TaskConfig
 
 EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
@@ -127,26 +131,27 @@ def _col(df: pl.DataFrame, name: str, default: object = None) -> pl.Expr:
     return pl.col(name) if name in df.columns else pl.lit(default)
 
 
-def catalogue_view(cat: pl.DataFrame, with_category: bool = True) -> pl.DataFrame:
-    """item_id, item text and numeric feature columns of a catalogue frame."""
-    texts = [
-        item_text(t, d, c if with_category else None)
-        for t, d, c in zip(
-            cat["title"].to_list(),
-            cat["description"].to_list() if "description" in cat.columns else [None] * cat.height,
-            cat["category_path"].to_list() if "category_path" in cat.columns else [None] * cat.height,
-            strict=True,
-        )
-    ]
+def catalogue_view(
+    cat: pl.DataFrame, kind: TextKind = PAIR, recipes: TextRecipe | Recipes | None = None
+) -> pl.DataFrame:
+    """item_id, ``kind`` item text (by ``recipes``; None: the defaults) and numeric feature columns
+    of a catalogue frame, one row per item (its first)."""
     return pl.DataFrame(
         {
             "item_id": cat["item_id"].cast(pl.Utf8),
-            "item": texts,
+            "item": pl.Series(item_texts(cat, kind, recipes), dtype=pl.Utf8),
             "price": cat.select(_col(cat, "price").cast(pl.Float64)).to_series(),
             "rating": cat.select(_col(cat, "rating").cast(pl.Float64)).to_series(),
             "popularity": cat.select(_col(cat, "popularity", 0.0).cast(pl.Float64)).to_series(),
         }
     ).unique("item_id", keep="first", maintain_order=True)
+
+
+def _view(cat: pl.DataFrame, task: str, recipes: Recipes) -> pl.DataFrame:
+    """The catalogue view with the item text ``task``'s heads read."""
+    kind = spec(task).text_kind
+    assert kind is not None, task
+    return catalogue_view(cat, kind, recipes)
 
 
 def _finish(df: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -172,15 +177,20 @@ def _leaf(path: pl.Expr) -> pl.Expr:
     return path.str.split(">").list.last().str.strip_chars()
 
 
+POSITIVE_EVENTS = ["click", "add_to_cart", "purchase"]  # a user chose the item (the click task's positives)
+
+
 def _clicks(frames: Frames) -> pl.DataFrame | None:
     ev = frames.get("events")
     if ev is None or ev.is_empty():
         return None
-    return ev.filter(pl.col("event_type").is_in(["click", "purchase"]))
+    return ev.filter(pl.col("event_type").is_in(POSITIVE_EVENTS))
 
 
 # -- builders (frames of one source -> examples of one task, with a ``split`` column) ------
-def build_intent(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+def build_intent(
+    frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int, recipes: Recipes = DEFAULT_RECIPES
+) -> pl.DataFrame | None:
     q = frames.get("queries")
     rows = None
     if q is not None and "intent" in q.columns and q["intent"].drop_nulls().len() > 0:
@@ -209,11 +219,13 @@ def build_intent(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> 
     )
 
 
-def build_retrieval(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+def build_retrieval(
+    frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int, recipes: Recipes = DEFAULT_RECIPES
+) -> pl.DataFrame | None:
     cat = frames.get("catalogue")
     if cat is None:
         return None
-    view = catalogue_view(cat)
+    view = _view(cat, "retrieval", recipes)
     parts = []
     j = frames.get("judgements")
     if j is not None and not j.is_empty():
@@ -234,7 +246,9 @@ def build_retrieval(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) 
     )
 
 
-def build_relevance(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+def build_relevance(
+    frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int, recipes: Recipes = DEFAULT_RECIPES
+) -> pl.DataFrame | None:
     j, cat = frames.get("judgements"), frames.get("catalogue")
     if j is None or cat is None or j.is_empty():
         return None
@@ -242,7 +256,7 @@ def build_relevance(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) 
     span = (hi - lo) or 1.0
     df = (
         j.select("query", pl.col("item_id").cast(pl.Utf8), ((pl.col("label") - lo) / span).alias("label"))
-        .join(catalogue_view(cat), on="item_id", how="inner")
+        .join(_view(cat, "relevance", recipes), on="item_id", how="inner")
         .with_columns(_norm_query(pl.col("query")).alias("query"))
     )
     return df.with_columns(pl.col("query").alias("group")).with_columns(
@@ -250,17 +264,19 @@ def build_relevance(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) 
     )
 
 
-def build_click(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+def build_click(
+    frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int, recipes: Recipes = DEFAULT_RECIPES
+) -> pl.DataFrame | None:
     ev, cat = frames.get("events"), frames.get("catalogue")
     if ev is None or cat is None or ev.is_empty():
         return None
-    view = catalogue_view(cat)
+    view = _view(cat, "click", recipes)
     ev = ev.with_columns(_norm_query(pl.col("query")).alias("query"), pl.col("item_id").cast(pl.Utf8))
     ev = ev.with_columns(
         time_split(ev["timestamp"], sp) if ev["timestamp"].null_count() < ev.height else pl.lit("train").alias("split")
     )
     has_impr = (ev["event_type"] == "impression").any()
-    clicks = ev.filter(pl.col("event_type").is_in(["click", "purchase"]))
+    clicks = ev.filter(pl.col("event_type").is_in(POSITIVE_EVENTS))
     pos = clicks.select("query", "item_id", "timestamp", "split", pl.lit(1.0).alias("label"))
     if has_impr:
         clicked = clicks.select("query", "item_id").unique()
@@ -290,45 +306,36 @@ def build_click(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> p
     return df.with_columns(pl.col("query").alias("group"), pl.Series("month", month).cast(pl.Int32))
 
 
-def _item_class_rows(cat: pl.DataFrame, column: pl.Expr, sp: SplitConfig, seed: int) -> pl.DataFrame:
-    view = catalogue_view(cat, with_category=False)
-    attrs = cat["attributes"].to_list() if "attributes" in cat.columns else [None] * cat.height
+def _item_class_rows(
+    cat: pl.DataFrame, task: str, column: pl.Expr, sp: SplitConfig, seed: int, recipes: Recipes
+) -> pl.DataFrame:
+    # The item text (kind "item") holds the item's attributes (colour, gender, usage, year): legitimate
+    # inputs for item tasks; the attributes that *are* labels are left out by the recipe.
+    view = _view(cat, task, recipes)
     labels = cat.select(pl.col("item_id").cast(pl.Utf8), column.alias("class"))
-    # Item attributes (colour, gender, usage, year) are legitimate inputs for item tasks; the
-    # attribute that *is* the label is removed.
-    extra = {}
-    for iid, a in zip(cat["item_id"].cast(pl.Utf8).to_list(), attrs, strict=True):
-        try:
-            d = json.loads(a) if a else {}
-        except (json.JSONDecodeError, TypeError):
-            d = {}
-        if isinstance(d, dict):
-            extra[iid] = " ".join(
-                f"{v}" for k, v in d.items() if k.lower() not in ("season", "articletype", "category") and v is not None
-            )
     df = view.join(labels.unique("item_id"), on="item_id", how="inner").filter(pl.col("class").is_not_null())
-    df = df.with_columns(
-        pl.concat_str([pl.col("item"), pl.col("item_id").replace_strict(extra, default="")], separator=" | ")
-        .str.strip_chars(" |")
-        .alias("item")
-    )
     return df.with_columns(pl.col("item_id").alias("group")).with_columns(
         hash_split(df["item_id"], sp, seed).alias("split")
     )
 
 
-def build_category(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+def build_category(
+    frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int, recipes: Recipes = DEFAULT_RECIPES
+) -> pl.DataFrame | None:
     cat = frames.get("catalogue")
     if cat is None or "category_path" not in cat.columns or cat["category_path"].drop_nulls().len() == 0:
         return None
-    return _item_class_rows(cat.filter(pl.col("category_path") != ""), _leaf(pl.col("category_path")), sp, seed)
+    cat = cat.filter(pl.col("category_path") != "")
+    return _item_class_rows(cat, "category", _leaf(pl.col("category_path")), sp, seed, recipes)
 
 
-def build_season(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+def build_season(
+    frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int, recipes: Recipes = DEFAULT_RECIPES
+) -> pl.DataFrame | None:
     cat = frames.get("catalogue")
     if cat is None or "season" not in cat.columns or cat["season"].drop_nulls().len() == 0:
         return None
-    return _item_class_rows(cat, pl.col("season").str.to_lowercase(), sp, seed)
+    return _item_class_rows(cat, "season", pl.col("season").str.to_lowercase(), sp, seed, recipes)
 
 
 def demand_table(tx: pl.DataFrame, min_lines: int = 5) -> pl.DataFrame:
@@ -359,7 +366,9 @@ def demand_table(tx: pl.DataFrame, min_lines: int = 5) -> pl.DataFrame:
     return df.sort("item", "month")
 
 
-def build_demand(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> pl.DataFrame | None:
+def build_demand(
+    frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int, recipes: Recipes = DEFAULT_RECIPES
+) -> pl.DataFrame | None:
     tx = frames.get("transactions")
     if tx is None or tx.is_empty():
         return None
@@ -375,7 +384,7 @@ def build_demand(frames: Frames, tc: TaskConfig, sp: SplitConfig, seed: int) -> 
     return df.with_columns(hash_split(df["item"], sp, seed).alias("split"))
 
 
-BUILDERS: dict[str, Callable[[Frames, TaskConfig, SplitConfig, int], pl.DataFrame | None]] = {
+BUILDERS: dict[str, Callable[[Frames, TaskConfig, SplitConfig, int, Recipes], pl.DataFrame | None]] = {
     "intent": build_intent,
     "retrieval": build_retrieval,
     "relevance": build_relevance,
@@ -394,6 +403,11 @@ class TaskData:
     label_maps: dict[str, list[str]] = field(default_factory=dict)
     fingerprints: dict[str, object] = field(default_factory=dict)
     frames: dict[str, Frames] = field(default_factory=dict)  # per source, for evaluation
+    recipes: Recipes = field(default_factory=lambda: dict(DEFAULT_RECIPES))  # the item texts' (shoprank.model.text)
+
+    def item_text_manifest(self) -> dict[str, object]:
+        """The recipes as the checkpoint manifest records them (``shoprank.model.text.MANIFEST_KEY``)."""
+        return recipes_to_json(self.recipes)
 
     def split(self, task: str, name: str) -> pl.DataFrame:
         return self.examples[task].filter(pl.col("split") == name)
@@ -410,8 +424,12 @@ def _label_map(train_classes: pl.Series, tc: TaskConfig) -> list[str]:
     return [str(c) for c in counts[train_classes.name].head(tc.max_classes).to_list()]
 
 
-def build_task_data(cfg: DataConfig, frames_by_source: dict[str, Frames] | None = None) -> TaskData:
-    """Load each source once and build every configured task's examples."""
+def build_task_data(
+    cfg: DataConfig, frames_by_source: dict[str, Frames] | None = None, recipes: Recipes | None = None
+) -> TaskData:
+    """Load each source once and build every configured task's examples, item texts by ``recipes``
+    (a checkpoint's: ``shoprank.model.text.recipes_of(manifest)``; None: the defaults)."""
+    recipes = dict(recipes or DEFAULT_RECIPES)
     frames_by_source = dict(frames_by_source or {})
     fingerprints: dict[str, object] = {}
     for name in sorted({s for t in cfg.tasks.values() for s in t.sources}):
@@ -423,7 +441,7 @@ def build_task_data(cfg: DataConfig, frames_by_source: dict[str, Frames] | None 
     for task, tc in cfg.tasks.items():
         parts = []
         for src in tc.sources:
-            df = BUILDERS[task](frames_by_source[src], tc, cfg.split, cfg.data_seed)
+            df = BUILDERS[task](frames_by_source[src], tc, cfg.split, cfg.data_seed, recipes)
             if df is None or df.is_empty():
                 continue
             if task in CLASS_TASKS:
@@ -452,7 +470,7 @@ def build_task_data(cfg: DataConfig, frames_by_source: dict[str, Frames] | None 
                 train = train.sample(tc.max_examples, seed=cfg.seed)
             df = pl.concat([train, df.filter(pl.col("split") != "train")])
         examples[task] = df
-    return TaskData(examples, label_maps, fingerprints, frames_by_source)
+    return TaskData(examples, label_maps, fingerprints, frames_by_source, recipes)
 
 
 def val_frame(data: TaskData, task: str, cfg: DataConfig) -> pl.DataFrame:

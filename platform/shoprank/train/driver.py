@@ -31,6 +31,7 @@ from shoprank.eval.report import training_plots
 from shoprank.files import atomic_write_json, staged_dir
 from shoprank.model.checkpoint import load_checkpoint, save_checkpoint
 from shoprank.model.registry import CLASS_TASKS, REGRESSION_TASKS
+from shoprank.model.text import MANIFEST_KEY as ITEM_TEXT_KEY
 from shoprank.ray_runtime import init_ray
 from shoprank.tasks.examples import TaskData, build_task_data, val_frame
 from shoprank.train.config import TrainConfig, load_config
@@ -143,7 +144,9 @@ def train(
         "train_sizes": {t: s["train"] for t, s in sizes.items()},
         "resume_from": resume_from,
         "callbacks": list(callbacks),
-        "manifest_extra": {"data_fingerprints": data.fingerprints, "data_sizes": sizes},
+        # the item text recipes the examples were built with (shoprank.model.text), for every later path
+        "manifest_extra": {"data_fingerprints": data.fingerprints, "data_sizes": sizes,
+                           ITEM_TEXT_KEY: data.item_text_manifest()},  # fmt: skip
         "threads_per_worker": 1,
     }
     trainer = TorchTrainer(

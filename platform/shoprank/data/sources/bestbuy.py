@@ -23,8 +23,13 @@ from shoprank.data.sources.common import (
 from shoprank.errors import DataError
 
 
-def load_bestbuy_clicks(path: Path, salt: str | None = None, encoding: str | None = None) -> LoadResult:
-    """Best Buy search->click log: user, sku, category, query, click_time, query_time."""
+def load_bestbuy_clicks(
+    path: Path, salt: str | None = None, encoding: str | None = None, raw_users: bool = False
+) -> LoadResult:
+    """Best Buy search->click log: user, sku, category, query, click_time, query_time.
+
+    ``raw_users``: the events frame also keeps each row's raw ``user_id`` (for a client that sends
+    the log's searches to a server, which hashes them itself: ``shoprank replay``); never stored."""
     path = file_in(path, ("clicks.csv", "train.csv"))
     notes: list[str] = []
     t = read_delimited(path, encoding=encoding, notes=notes)
@@ -60,9 +65,12 @@ def load_bestbuy_clicks(path: Path, salt: str | None = None, encoding: str | Non
         .select("query_id", "intent")
     )
     queries = V.conform(first.join(mode, on="query_id", how="left", maintain_order="left"), "queries")
-    return make_result(
+    res = make_result(
         "bestbuy-clicks", t.source, t.rows_read, {"events": events, "queries": queries}, [t.quarantine, q1], notes
     )
+    if raw_users:  # beside the canonical columns, after their check
+        res.frames["events"] = events.with_columns(good["__user"].alias("user_id"))
+    return res
 
 
 def _xml_text(elem: ElementTree.Element, tag: str) -> str:
@@ -187,3 +195,20 @@ def load_bestbuy_products(path: Path, salt: str | None = None, encoding: str | N
         },
     ).with_columns(pl.col("in_stock").fill_null(True))
     return make_result("bestbuy-products", source, n, {"catalogue": catalogue}, [q1, q2], [])
+
+
+def write_bestbuy_clicks(events: pl.DataFrame, path: str | Path) -> Path:
+    """Write click events (``user_id`` raw, ``query``, ``item_id``, ``timestamp``; as
+    ``load_bestbuy_clicks(raw_users=True)`` gives them) as a Best Buy format log that loads back to
+    the same rows: the split files of a replay (history for ``shoprank events load``, the test
+    period for ``shoprank replay``). Written atomically."""
+    from shoprank.files import atomic_path
+
+    when = pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S%.3f")
+    out = events.select(
+        pl.col("user_id").fill_null("").alias("user"), pl.col("item_id").alias("sku"),
+        pl.lit("").alias("category"), "query", when.alias("click_time"), when.alias("query_time"),
+    )  # fmt: skip
+    with atomic_path(path) as tmp:
+        out.write_csv(tmp)
+    return Path(path)
