@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from shoprank.cli.options import add_address
 from shoprank.errors import ConfigError
 
 STORE_URL_ENV = "SHOPRANK_STORE_URL"
@@ -67,6 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--salt", default=None, help="salt for hashing user ids (default: $SHOPRANK_ID_SALT or the built-in salt)"
     )
     ld.add_argument("--batch-size", type=int, default=500, help="events per atomic write (default: 500)")
+    ld.add_argument("--ray", action="store_true",
+                    help="a Ray Data job (canonical events files, a file or a folder): for logs too big for one "
+                    "process; the same event ids, so it is idempotent with the plain load")  # fmt: skip
+    ld.add_argument("--shards", type=int, default=8, help="with --ray: parallel writer groups (default: 8)")
+    add_address(ld)
     ld.add_argument("--json", action="store_true", help="print the summary as JSON")
     ld.set_defaults(func=cmd_load)
 
@@ -89,7 +95,16 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    report = load_events(args.path, args.fmt, store_url(args), salt=args.salt, batch_size=args.batch_size)
+    if args.ray:
+        from shoprank.store.load_ray import load_events_ray
+
+        if args.fmt != "canonical" or args.shards < 1:
+            raise ConfigError("--ray loads canonical events files (--format canonical; `shoprank data` writes them) "
+                              "with --shards >= 1")  # fmt: skip
+        report = load_events_ray(args.path, store_url(args), shards=args.shards, batch_size=args.batch_size,
+                                 address=args.address)  # fmt: skip
+    else:
+        report = load_events(args.path, args.fmt, store_url(args), salt=args.salt, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0

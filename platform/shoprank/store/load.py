@@ -9,9 +9,10 @@ the same file twice (or a longer log that starts with an already loaded one) cou
 while genuinely repeated rows still count. Rows the loader quarantines, and rows with an unknown
 event type or a time outside the store's bounds, are skipped and counted by reason.
 
-One process, pipelined: ``batch_size`` events per atomic script call, ``pipeline`` calls per round
-trip, one round in flight while the next is built. The server runs scripts one at a time, so more
-client processes would gain little (a Ray Data job for logs too big for one process is future work).
+One process, pipelined (:func:`write_frame`): ``batch_size`` events per atomic script call,
+``pipeline`` calls per round trip, one round in flight while the next is built. Logs too big for one
+process: :mod:`shoprank.store.load_ray` (``events load --ray``), the same ids and writes as a Ray
+Data job.
 """
 
 from __future__ import annotations
@@ -107,8 +108,27 @@ def load_events(
     frame, quarantined, rows_read = read_events(path, fmt, salt)
     report = LoadReport(str(path), fmt, rows_read=rows_read)
     skipped: Counter[str] = Counter({f"quarantined: {k}": v for k, v in quarantined.items()})
+    report.events, total = write_frame(frame, store_url, cfg, skipped, batch_size, pipeline)
+    report.accepted, report.duplicates = total.accepted, total.duplicates
+    report.skipped = dict(skipped)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def write_frame(
+    frame: pl.DataFrame,
+    store_url: str,
+    cfg: StoreConfig,
+    skipped: Counter[str],
+    batch_size: int = 500,
+    pipeline: int = 8,
+) -> tuple[int, WriteResult]:
+    """Write a canonical events frame's valid events (:func:`frame_events`; the rest counted in
+    ``skipped``): ``batch_size`` events per atomic script call, ``pipeline`` calls per round trip, one
+    round in flight while the next is built. Returns (events sent, what the store counted)."""
     writer = StoreWriter(store_url, cfg)
     total = WriteResult()
+    sent = 0
     in_flight: list[Future[WriteResult]] = []
     # one thread sends while this one builds the next round: the server's work and ours overlap
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -124,7 +144,7 @@ def load_events(
             batches: list[list[Event]] = []
             for e in frame_events(frame, cfg, skipped):
                 batch.append(e)
-                report.events += 1
+                sent += 1
                 if len(batch) == batch_size:
                     batches.append(batch)
                     batch = []
@@ -136,7 +156,4 @@ def load_events(
                 total += in_flight.pop(0).result()
         finally:
             writer.close()
-    report.accepted, report.duplicates = total.accepted, total.duplicates
-    report.skipped = dict(skipped)
-    report.seconds = time.perf_counter() - t0
-    return report
+    return sent, total

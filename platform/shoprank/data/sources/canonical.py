@@ -27,7 +27,7 @@ def _closest_kind(columns: list[str]) -> str:
     return max(SCHEMAS, key=lambda k: (sum(c in columns for c in SCHEMAS[k]) / len(SCHEMAS[k]), -len(SCHEMAS[k])))
 
 
-def _canonical_frame(df: pl.DataFrame, kind: str, source: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+def canonical_frame(df: pl.DataFrame, kind: str, source: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Cast a frame that already has the canonical column names; quarantine rows whose casts fail."""
     schema = SCHEMAS[kind]
     exprs: dict[str, pl.Expr] = {}
@@ -115,7 +115,7 @@ def _read_canonical_file(
     if kind not in SCHEMAS:
         raise DataError(f"{path}: unknown kind {kind!r} (known: {', '.join(SCHEMAS)})")
     V.require_columns(source, columns, list(SCHEMAS[kind]))
-    frame, parts = _canonical_frame(df, kind, source)
+    frame, parts = canonical_frame(df, kind, source)
     return kind, frame, q0 + parts, rows
 
 
