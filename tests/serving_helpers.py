@@ -30,6 +30,28 @@ def index_with_model(model, cat: pl.DataFrame, out: Path, model_version: str, **
     return write_artefact(out, cat, emb, model_version=model_version, encoder=model.config.encoder, **kw)
 
 
+
+def indexed_catalogue(tmp: Path, index_name: str = "index") -> tuple[pl.DataFrame, dict]:
+    """The small catalogue written to ``tmp/catalogue.parquet`` and indexed by the index job (tiny
+    encoder, Ray Data) into ``tmp/index_name``: the catalogue and the index manifest."""
+    from shoprank.retrieval.build import build_index
+
+    cat = small_catalogue()
+    cat.write_parquet(tmp / "catalogue.parquet")
+    return cat, build_index(tmp / "catalogue.parquet", tmp / index_name, encoder="tiny", batch_size=100)
+
+
+def deploy_tiny(index_dir: Path, name: str, **args: object) -> int:
+    """Serve's gRPC proxy on a free port and the app ``name`` over ``index_dir`` (tiny encoder, the
+    test replicas' CPUs; ``args``: more app args); the port."""
+    from shoprank.net import free_port
+    from shoprank.serve_app import server
+
+    port = free_port()
+    server.start_serve(port)
+    server.deploy({"index_dir": str(index_dir), "encoder": "tiny", **args, **TEST_REPLICA_CPUS}, name=name)
+    return port
+
 # -- the golden search set: 100 fixed requests over the small catalogue ------------------------
 GOLDEN_WORDS = ["boots", "snow boots", "sandals", "parka", "wool coat", "swimsuit", "frying pan", "wok",
                 "garden hose", "rake", "headphones", "bluetooth speaker", "sled", "kite", "raincoat"]  # fmt: skip

@@ -19,12 +19,11 @@ import pytest
 import redis
 from shoprank.clicks.features import BlendWeights
 from shoprank.hashing import hash_id
-from shoprank.net import free_port
 from shoprank.serving.client import SearchClient
 from shoprank.serving.protos import pb2
 from shoprank.store.server import LocalStore
 
-from tests.serving_helpers import TEST_REPLICA_CPUS, small_catalogue, text_of
+from tests.serving_helpers import deploy_tiny, indexed_catalogue, text_of
 
 TOKEN = "test-token-24"
 APP = "shoprank"
@@ -40,19 +39,10 @@ def blend_weights() -> dict[str, dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def served(ray_local, tmp_path_factory):
-    from shoprank.retrieval.build import build_index
-    from shoprank.serve_app import server
-
     tmp = tmp_path_factory.mktemp("feedback")
-    cat = small_catalogue()
-    cat.write_parquet(tmp / "catalogue.parquet")
-    build_index(tmp / "catalogue.parquet", tmp / "index", encoder="tiny", batch_size=100)
+    cat, _ = indexed_catalogue(tmp)
     store = LocalStore(tmp / "store").start()
-    port = free_port()
-    server.start_serve(port)
     args = {
-        "index_dir": str(tmp / "index"),
-        "encoder": "tiny",
         "token": TOKEN,
         "store_url": store.url,
         "store": {"max_batch_events": 50, "timeout_s": 2.0, "connect_timeout_s": 0.5},
@@ -63,9 +53,8 @@ def served(ray_local, tmp_path_factory):
             "click_blend_weights": blend_weights(),
             "store_timeout_s": 1.0,
         },  # a loaded 2-core CI box
-        **TEST_REPLICA_CPUS,
     }
-    server.deploy(args, name=APP)
+    port = deploy_tiny(tmp / "index", APP, **args)
     client = SearchClient(f"localhost:{port}", token=TOKEN, timeout=60)
     yield {"client": client, "store": store, "cat": cat}
     client.close()

@@ -17,11 +17,10 @@ import yaml
 from shoprank.data.loaders import load
 from shoprank.data.sources.served_log import NOT_SHOWN
 from shoprank.hashing import hash_id
-from shoprank.net import free_port
 from shoprank.serving.client import SearchClient
 from shoprank.store.server import LocalStore
 
-from tests.serving_helpers import TEST_REPLICA_CPUS, small_catalogue, text_of
+from tests.serving_helpers import deploy_tiny, indexed_catalogue, text_of
 
 APP = "servedlog"
 USER = "shopper-7"
@@ -31,24 +30,12 @@ USER = "shopper-7"
 def served_run(ray_local, tmp_path_factory):
     """Serve, search, send feedback, delete the app; returns what was served and where it was logged."""
     from ray import serve
-    from shoprank.retrieval.build import build_index
-    from shoprank.serve_app import server
 
     tmp = tmp_path_factory.mktemp("servedlog")
-    cat = small_catalogue()
-    cat.write_parquet(tmp / "catalogue.parquet")
-    build_index(tmp / "catalogue.parquet", tmp / "index", encoder="tiny", batch_size=100)
+    cat, _ = indexed_catalogue(tmp)
     store = LocalStore(tmp / "store").start()
-    port = free_port()
-    server.start_serve(port)
-    args = {
-        "index_dir": str(tmp / "index"),
-        "encoder": "tiny",
-        "store_url": store.url,
-        "serving": {"num_candidates": 100, "max_k": 50, "request_timeout_s": 120, "served_log_dir": str(tmp / "log")},
-        **TEST_REPLICA_CPUS,
-    }
-    server.deploy(args, name=APP)
+    serving = {"num_candidates": 100, "max_k": 50, "request_timeout_s": 120, "served_log_dir": str(tmp / "log")}
+    port = deploy_tiny(tmp / "index", APP, store_url=store.url, serving=serving)
     client = SearchClient(f"localhost:{port}", application=APP, timeout=60)
     try:
         queries = [text_of(cat, i) for i in (3, 40, 77, 120, 160, 210)]

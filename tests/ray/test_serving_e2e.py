@@ -18,7 +18,12 @@ from shoprank.retrieval.artefact import load_artefact, read_index_manifest
 from shoprank.serving.client import SearchClient, SearchError
 from shoprank.serving.protos import pb2
 
-from tests.serving_helpers import TEST_REPLICA_CPUS, index_with_model, small_catalogue, text_of
+from tests.serving_helpers import (
+    TEST_REPLICA_CPUS,
+    index_with_model,
+    indexed_catalogue,
+    text_of,
+)
 
 TOKEN = "test-token-123"
 APP = "shoprank"
@@ -28,13 +33,10 @@ APP = "shoprank"
 def served(ray_local, tmp_path_factory):
     from shoprank.model.text import item_text
     from shoprank.net import free_port
-    from shoprank.retrieval.build import build_index
     from shoprank.serve_app import server
 
     tmp = tmp_path_factory.mktemp("serving")
-    cat = small_catalogue()
-    cat.write_parquet(tmp / "catalogue.parquet")
-    manifest = build_index(tmp / "catalogue.parquet", tmp / "index_v1", encoder="tiny", batch_size=100)
+    cat, manifest = indexed_catalogue(tmp, "index_v1")
     port = free_port()
     server.start_serve(port)
     args = {

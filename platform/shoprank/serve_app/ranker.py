@@ -17,8 +17,9 @@ from ray import serve
 from shoprank.model.checkpoint import read_manifest
 from shoprank.retrieval.artefact import load_artefact
 from shoprank.serve_app.common import BatchedStage, replica_model
+from shoprank.serving.clicks import served_clicks
 from shoprank.serving.config import ServingConfig
-from shoprank.serving.pipeline import Ranker, served_clicks
+from shoprank.serving.pipeline import Ranker
 from shoprank.serving.stages import RankedList, RankJob
 
 

@@ -56,6 +56,7 @@ from shoprank.clicks.features import (
 from shoprank.errors import ConfigError
 from shoprank.model.text import PAIR, item_texts, recipes_of
 from shoprank.retrieval.artefact import TEXT_COLUMN
+from shoprank.serving.config import ServingConfig
 from shoprank.store.errors import StoreUnavailable
 
 log = logging.getLogger("shoprank.serving")
@@ -187,13 +188,12 @@ class ServedClicks:
         return out
 
     def try_pick(
-        self, *args: Any, views: Future[Sequence[QueryClicks]] | Callable[[], Sequence[QueryClicks]] | None = None
+        self, *args: Any, views: Callable[[], Sequence[QueryClicks]] | None = None
     ) -> tuple[list[ClickPick] | None, str]:
         """:meth:`pick`, or (None, why) when the store failed: the caller serves the model alone.
-        ``views``: a :meth:`prefetch` future (or a function of it) to take the read from."""
+        ``views``: gives the batch's read (from a :meth:`prefetch`) instead of reading here."""
         try:
-            got = None if views is None else (views.result() if isinstance(views, Future) else views())
-            return self.pick(*args, views=got), ""
+            return self.pick(*args, views=None if views is None else views()), ""
         except StoreUnavailable as e:
             log.warning("click blend degraded to the model alone: %s", e)
             return None, str(e)
@@ -203,3 +203,17 @@ class ServedClicks:
         close = getattr(self.source, "close", None)
         if close is not None:
             close()
+
+
+def served_clicks(
+    store_url: str | None,
+    manifest: dict[str, Any] | None,
+    cfg: ServingConfig,
+    store: dict[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+) -> ServedClicks | None:
+    """The ranker's click blend: with a store and weights (the checkpoint's, else ``cfg``'s), else None."""
+    weights = blend_weights(manifest, cfg.click_blend_weights, checkpoint)
+    if store_url is None or weights is None:
+        return None
+    return ServedClicks.from_store(store_url, weights, cfg.store_timeout_s, cfg.num_candidates, store)

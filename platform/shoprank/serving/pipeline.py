@@ -37,7 +37,7 @@ from shoprank.model.scoring import PairScores, class_probs, score_pairs
 from shoprank.retrieval.artefact import IndexArtefact, load_artefact
 from shoprank.retrieval.index import FilterSpec, VectorIndex
 from shoprank.serving.blend import blend, top_k
-from shoprank.serving.clicks import ClickPick, ServedClicks, blend_weights
+from shoprank.serving.clicks import ClickPick, ServedClicks, served_clicks
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.flow import Stages, run_flow, run_sync
 from shoprank.serving.items import ItemTable, blended_items, ranked_item
@@ -350,13 +350,17 @@ class Ranker:
             scores, final, order = ranked[j]
             basis = scores.get(self.rank_head) if not jobs[j].custom_weights else None
             orders[j] = order if basis is None else top_k(basis, 0)
+        def views() -> list[QueryClicks]:  # the live jobs' part of the batch's store read
+            got = reads.result()
+            return [got[j] for j in live]
+
         picks, why = self.clicks.try_pick(
             [ClickRequest(jobs[j].query, jobs[j].user_hash) for j in live],
             [t.clicks for j in live if (t := tables[j]) is not None],
             [[ids[j][o] for o in orders[j]] for j in live],
             [jobs[j].k for j in live],
             [set(ids[j]) if jobs[j].item_ids is not None or jobs[j].filtered else None for j in live],
-            views=lambda: [reads.result()[j] for j in live],
+            views=views,
         )
         return (None, why) if picks is None else (dict(zip(live, picks, strict=True)), "")
 
@@ -461,20 +465,6 @@ class SearchPipeline:
             self.served_log.close()
         if self.ranker.clicks is not None:
             self.ranker.clicks.close()
-
-
-def served_clicks(
-    store_url: str | None,
-    manifest: dict[str, Any] | None,
-    cfg: ServingConfig,
-    store: dict[str, Any] | None = None,
-    checkpoint: str | Path | None = None,
-) -> ServedClicks | None:
-    """The ranker's click blend: with a store and weights (the checkpoint's, else ``cfg``'s), else None."""
-    weights = blend_weights(manifest, cfg.click_blend_weights, checkpoint)
-    if store_url is None or weights is None:
-        return None
-    return ServedClicks.from_store(store_url, weights, cfg.store_timeout_s, cfg.num_candidates, store)
 
 
 def check_versions_manifest(

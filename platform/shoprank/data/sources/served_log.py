@@ -130,6 +130,12 @@ def _qnorm(col: str) -> pl.Expr:
     return pl.col(col).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
+def _joined(user: pl.Expr) -> list[pl.Expr]:
+    """An action joined to the search that showed its item: the search's query and the item's position."""
+    return [user.alias("user_hash"), pl.col("__sq").alias("query"), pl.col("item_id"), pl.col("event_type"),
+            pl.col("time").alias("timestamp"), pl.col("__pos").alias("position"), pl.col("__i")]  # fmt: skip
+
+
 def join_served(
     searches: pl.DataFrame, feedback: pl.DataFrame, q: list[pl.DataFrame], notes: list[str]
 ) -> pl.DataFrame:
@@ -165,15 +171,7 @@ def join_served(
             on=["request_id", "item_id"],
             how="inner",
         )  # fmt: skip
-        .select(
-            pl.coalesce("user_hash", "__su").alias("user_hash"),
-            pl.col("__sq").alias("query"),
-            "item_id",
-            "event_type",
-            pl.col("time").alias("timestamp"),
-            pl.col("__pos").alias("position"),
-            "__i",
-        )  # fmt: skip
+        .select(_joined(pl.coalesce("user_hash", "__su")))
     )
     rest = fb.filter(~known & pl.col("user_hash").is_not_null()).sort("time")
     right = shown.filter(pl.col("user_hash").is_not_null()).sort("time").select(
@@ -190,15 +188,7 @@ def join_served(
             check_sortedness=False,
         )
         .filter(pl.col("__st").is_not_null())
-        .select(
-            "user_hash",
-            pl.col("__sq").alias("query"),
-            "item_id",
-            "event_type",
-            pl.col("time").alias("timestamp"),
-            pl.col("__pos").alias("position"),
-            "__i",
-        )  # fmt: skip
+        .select(_joined(pl.col("user_hash")))
         if rest.height
         else pl.DataFrame(schema={c: by_id.schema[c] for c in keep})
     )
