@@ -25,6 +25,9 @@ NEGATIVE_PRICE = "negative price"
 BAD_TIMESTAMP = "bad timestamp"
 WRONG_FIELD_COUNT = "wrong field count"
 BAD_VALUE = "bad value"
+UNCLOSED_QUOTE = "unclosed quote"  # a quote that would swallow the lines after it (see sources.delimited)
+RECORD_TOO_LONG = "record too long"
+NUL_CHARACTER = "NUL character"
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.Utf8(),
@@ -206,4 +209,5 @@ def require_columns(source: str, present: Sequence[str], required: Sequence[str]
     missing = [c for c in required if c not in present]
     if missing:
         shown = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
-        raise DataError(f"{source}: missing required column {missing[0]!r} (found: {shown})")
+        hint = next((f"; is the separator {s!r}?" for s in ";\t|," if len(present) == 1 and s in present[0]), "")
+        raise DataError(f"{source}: missing required column {missing[0]!r} (found: {shown[:300]}){hint}")

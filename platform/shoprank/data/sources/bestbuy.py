@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -20,6 +19,7 @@ from shoprank.data.sources.common import (
     query_ids,
     read_delimited,
 )
+from shoprank.data.sources.rawtext import ARCHIVE_ERRORS, archive_error, check_file, open_members
 from shoprank.errors import DataError
 
 
@@ -79,21 +79,18 @@ def _xml_text(elem: ElementTree.Element, tag: str) -> str:
 
 
 def _iter_products(path: Path) -> Any:
-    """Yield <product> elements one at a time from an XML file or a zip of XML files."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                members = [n for n in zf.namelist() if n.lower().endswith(".xml")]
-                if not members:
-                    raise DataError(f"{path}: zip archive contains no .xml file")
-                for name in members:
-                    with zf.open(name) as fh:
-                        yield from _iterparse(fh)
-        else:
-            with open(path, "rb") as fh:
+    """Yield <product> elements one at a time from an XML file, a gzip of one, or a zip of XML files.
+
+    A damaged archive (found while inflating) and XML that does not parse are one-line DataErrors."""
+    with open_members(path, (".xml",)) as streams:
+        for name, fh in streams:
+            try:
                 yield from _iterparse(fh)
-    except (ElementTree.ParseError, zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"{path}: unreadable product XML ({e})") from e
+            except ElementTree.ParseError as e:
+                where = "" if name == str(path) else f"member {name[:80]!r}: "
+                raise DataError(f"{path}: unreadable product XML ({where}{e})") from e
+            except ARCHIVE_ERRORS as e:
+                raise archive_error(path, e) from e
 
 
 def _iterparse(fh: Any) -> Any:
@@ -104,12 +101,9 @@ def _iterparse(fh: Any) -> Any:
 
 
 def load_bestbuy_products(path: Path, salt: str | None = None, encoding: str | None = None) -> LoadResult:
-    """Best Buy product XML (optionally zipped), streamed with iterparse."""
-    path = file_in(path, ("products.xml.zip", "products.xml"))
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file")
+    """Best Buy product XML (optionally zipped or gzipped), streamed with iterparse."""
+    path = file_in(path, ("products.xml.zip", "products.xml", "products.xml.gz"))
+    check_file(path)
     tags = (
         "sku",
         "name",

@@ -9,6 +9,7 @@ import polars as pl
 from shoprank.data import validate as V
 from shoprank.data.schemas import SCHEMAS
 from shoprank.data.sources.common import LoadResult, make_result, read_delimited
+from shoprank.data.sources.rawtext import check_file
 from shoprank.errors import DataError
 
 # Text columns where blank means unknown (null), as the loaders of real formats produce them.
@@ -93,8 +94,7 @@ def _read_canonical_file(
 ) -> tuple[str, pl.DataFrame, list[pl.DataFrame], int]:
     source = str(path)
     if path.suffix.lower() in (".parquet", ".pq"):
-        if not path.exists():
-            raise DataError(f"{path}: file not found")
+        check_file(path)
         try:
             df = pl.read_parquet(path)
         except Exception as e:  # noqa: BLE001 - polars raises several types for a bad file
