@@ -442,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     store = LocalStore(work / "store").start()
     try:
         res["load"] = bench_load(args.clicks, store.url)
+        from shoprank.hashing import allow_default_salt
+
+        allow_default_salt("bench/feedback.py")  # unless a salt is set: the hashes only need to agree within this run
         init_ray(num_cpus=args.num_cpus, serve=True)
         index, weights, res["blend"] = prepare_index(args, work)
         port = free_port()

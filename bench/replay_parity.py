@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     clicked = [[r.item_id] for r in rows]
     eval_map = M.map_at_k(clicked, wanted, 5)  # eval's MAP@5 over the replayed clicks (all of them: eval's)
 
+    from shoprank.hashing import allow_default_salt
+
+    allow_default_salt("bench/replay_parity.py")  # unless a salt is set: the hashes only need to agree within this run
     init_ray(num_cpus=os.cpu_count(), serve=True)
     index = work / "index"
     if not (index / "manifest.json").is_file():

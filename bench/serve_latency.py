@@ -378,10 +378,12 @@ def main(argv: list[str] | None = None) -> int:
           f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; encoder all-MiniLM-L6-v2 (pretrained)")  # fmt: skip
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if not args.skip_serving:
+        from shoprank.hashing import allow_default_salt
         from shoprank.net import free_port
         from shoprank.ray_runtime import init_ray
         from shoprank.serve_app import server
 
+        allow_default_salt("bench/serve_latency.py")  # unless a salt is set: hashes only agree within this run
         init_ray(num_cpus=args.num_cpus, serve=True)
         try:
             if not args.floor_only:

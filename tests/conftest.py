@@ -19,6 +19,9 @@ SHARED_DATA = Path(os.environ.get("SHOPRANK_SHARED_DATA", REPO.parent / "shared"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A user-id salt for the whole session (serving refuses to build without one; see docs/privacy.md):
+# set before Ray starts, so every worker hashes with it too.
+os.environ.setdefault("SHOPRANK_ID_SALT", "shoprank-tests-salt")
 
 
 @pytest.fixture(scope="session")

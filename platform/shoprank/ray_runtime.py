@@ -39,9 +39,12 @@ def runtime_env() -> dict[str, Any]:
 
 
 def apply_serve_perf_env() -> None:
-    """Put SERVE_PERF_ENV into this process's environment (call before Ray starts; values already
-    set win), so that Serve's proxy and controller, started from it, run with the same settings."""
-    for key, value in SERVE_PERF_ENV.items():
+    """Put SERVE_PERF_ENV and the request-size limits (:func:`shoprank.request_limits.serve_limit_env`)
+    into this process's environment (call before Ray starts; values already set win), so that Serve's
+    proxy, controller and replicas, started from it, run with the same settings."""
+    from shoprank.request_limits import serve_limit_env
+
+    for key, value in {**SERVE_PERF_ENV, **serve_limit_env()}.items():
         os.environ.setdefault(key, value)
 
 

@@ -83,10 +83,11 @@ def test_setup_installs_the_project(config: dict) -> None:
 
 def test_every_node_starts_ray_with_the_serve_request_path_settings(config: dict) -> None:
     from shoprank.ray_runtime import SERVE_PERF_ENV
+    from shoprank.request_limits import DEFAULT_MAX_REQUEST_BYTES, serve_limit_env
 
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = next(c for c in config[key] if "ray start" in c)
-        for name, value in SERVE_PERF_ENV.items():
+        for name, value in {**SERVE_PERF_ENV, **serve_limit_env(DEFAULT_MAX_REQUEST_BYTES)}.items():
             assert f"{name}={value}" in start, (key, name)
 
 

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--salt",
         default=None,
-        help="salt for hashing synthetic user/customer ids (default: $SHOPRANK_ID_SALT or the built-in salt)",
+        help="salt for hashing synthetic user/customer ids (default: $SHOPRANK_ID_SALT, then $SHOPRANK_ID_SALT_FILE)",
     )
     s.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     s.set_defaults(func=cmd_synth)
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--salt",
         default=None,
-        help="salt for hashing user/customer ids (default: $SHOPRANK_ID_SALT or the built-in salt)",
+        help="salt for hashing user/customer ids (default: $SHOPRANK_ID_SALT, then $SHOPRANK_ID_SALT_FILE)",
     )
     v.add_argument(
         "--encoding",

@@ -1,5 +1,9 @@
 """``shoprank demo``: the whole platform end to end on the embedded synthetic data.
 
+The demo hashes user ids with ``$SHOPRANK_ID_SALT`` / ``$SHOPRANK_ID_SALT_FILE`` when set, else
+with the public default salt, which it opts in to explicitly (a loud warning; serving refuses
+that salt everywhere else: docs/privacy.md).
+
 The demo is a list of small stage functions that share one :class:`DemoContext`. Each stage
 prints what it did. Later issues append stages (train, build the index, serve and search,
 score a campaign) to ``STAGES``.
@@ -164,6 +168,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     if args.items < 1:
         raise DataError(f"--items must be at least 1, got {args.items}")
+    from shoprank.hashing import allow_default_salt
+
+    allow_default_salt("shoprank demo")  # no-op when a salt is configured; before Ray starts: workers inherit it
     ctx = DemoContext(out=args.out, items=args.items, seed=args.seed)
     ctx.out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_store_options(ld)
     ld.add_argument(
-        "--salt", default=None, help="salt for hashing user ids (default: $SHOPRANK_ID_SALT or the built-in salt)"
+        "--salt", default=None, help="user-id hash salt (default: $SHOPRANK_ID_SALT, then $SHOPRANK_ID_SALT_FILE)"
     )
     ld.add_argument("--batch-size", type=int, default=500, help="events per atomic write (default: 500)")
     ld.add_argument("--ray", action="store_true",

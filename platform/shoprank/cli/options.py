@@ -3,8 +3,9 @@
 - ``--address ADDRESS``  the Ray cluster to run on (as ``ray.init(address=...)``; default
   ``$RAY_ADDRESS``, else a local Ray);
 - ``--submit URL``       a Ray job server: submit the command as a Ray job instead of running it;
-- ``--target HOST:PORT`` a running gRPC search server (``shoprank serve``), with ``--token``,
-  ``--tls``, ``--ca``, ``--timeout``, ``--name`` for a client command (:func:`add_client`);
+- ``--target HOST:PORT`` a running gRPC search server (``shoprank serve``), with ``--token-file``
+  (or ``$SHOPRANK_TOKEN``; ``--token`` for local use, visible in ``ps``), ``--tls``, ``--ca``,
+  ``--timeout``, ``--name`` for a client command (:func:`add_client`);
 - ``--out PATH``         where results go;
 - ``--no-wait``          after ``--submit``: return once submitted, do not follow the logs.
 
@@ -17,7 +18,6 @@ any value in ``campaign submit|status``; an http(s) URL where ``--address`` is a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -116,11 +116,28 @@ def add_out(p: argparse.ArgumentParser, *, help: str, required: bool = False, **
                    type=kwargs.get("type"), help=argparse.SUPPRESS)  # fmt: skip
 
 
+TOKEN_HELP = "bearer token; local use only: any user on the machine sees it in `ps` (prefer --token-file)"
+TOKEN_FILE_HELP = "file holding the bearer token (chmod 600); default: $SHOPRANK_TOKEN"
+
+
+def add_token(p: argparse.ArgumentParser, token_help: str = TOKEN_HELP) -> None:
+    """``--token-file FILE`` and ``--token TOKEN`` (visible in ``ps``); :func:`token_of` resolves them."""
+    p.add_argument("--token-file", default=None, metavar="FILE", help=TOKEN_FILE_HELP)
+    p.add_argument("--token", default=None, help=token_help)
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """The token :func:`add_token`'s options give: --token, else --token-file, else $SHOPRANK_TOKEN."""
+    from shoprank.serving.auth import token_from
+
+    return token_from(getattr(args, "token", None), getattr(args, "token_file", None))
+
+
 def add_client(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
-    """How a command reaches a running gRPC server: ``--target``, ``--token``, ``--tls``, ``--ca``,
-    ``--timeout``, ``--name`` (the Serve application)."""
+    """How a command reaches a running gRPC server: ``--target``, ``--token-file``/``--token``, ``--tls``,
+    ``--ca``, ``--timeout``, ``--name`` (the Serve application)."""
     add_target(p)
-    p.add_argument("--token", default=os.environ.get("SHOPRANK_TOKEN"), help="bearer token ($SHOPRANK_TOKEN)")
+    add_token(p)
     p.add_argument("--tls", action="store_true", help="use TLS")
     p.add_argument("--ca", default=None, help="CA / self-signed certificate PEM to trust (implies --tls)")
     p.add_argument("--timeout", type=float, default=timeout, help=f"deadline per call in seconds (default {timeout:g})")
@@ -131,5 +148,5 @@ def client_of(args: argparse.Namespace) -> SearchClient:
     """The :class:`~shoprank.serving.client.SearchClient` that :func:`add_client`'s options describe."""
     from shoprank.serving.client import SearchClient
 
-    return SearchClient(args.target, application=args.name, token=args.token, tls=args.tls or bool(args.ca),
+    return SearchClient(args.target, application=args.name, token=token_of(args), tls=args.tls or bool(args.ca),
                         ca_file=args.ca, timeout=args.timeout)  # fmt: skip

@@ -1,4 +1,5 @@
-"""``shoprank serve``, ``shoprank search`` and ``shoprank index build``: online search from the shell."""
+"""``shoprank serve``, ``shoprank search``, ``shoprank index build`` and ``shoprank salt``: online search
+from the shell (the user-id salt serving needs: see docs/privacy.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 from pathlib import Path
 
 from shoprank.cli.events import add_store_options, store_url
-from shoprank.cli.options import add_address, add_client, client_of
+from shoprank.cli.options import add_address, add_client, add_token, client_of, token_of
 from shoprank.errors import ConfigError
 
 
@@ -27,7 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--index", default=None, help="index artefact directory (from `shoprank index build`)")
     s.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000; the TLS port with --tls-*)")
     s.add_argument("--plaintext-port", type=int, default=None, help="with TLS: the proxy's plaintext port")
-    s.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' (default: $SHOPRANK_TOKEN)")
+    s.add_argument("--plaintext-host", default="127.0.0.1", metavar="HOST",
+                   help="with TLS: who may call the plaintext port: 127.0.0.1 (default, loopback callers only) "
+                   "or 0.0.0.0 (anyone)")  # fmt: skip
+    add_token(s, "require 'authorization: Bearer TOKEN'; local use only: any user on the machine sees it in `ps` "
+              "(prefer --token-file or $SHOPRANK_TOKEN)")  # fmt: skip
+    s.add_argument("--insecure-default-salt", action="store_true",
+                   help="serve without a user-id salt ($SHOPRANK_ID_SALT / $SHOPRANK_ID_SALT_FILE), hashing user ids "
+                   "with the public default salt: reversible for guessable ids; demos and tests only")  # fmt: skip
     s.add_argument("--tls-cert", default=None, help="PEM certificate for TLS")
     s.add_argument("--tls-key", default=None, help="PEM private key for TLS")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
@@ -66,6 +74,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_index_arguments(b)
     b.set_defaults(func=cmd_index_build)
+
+    st = sub.add_parser("salt", help="the user-id salt: make a new one, or name the configured one")
+    sts = st.add_subparsers(dest="salt_command", required=True, metavar="SUBCOMMAND")
+    n = sts.add_parser("new", help="write a new random salt to FILE (mode 0600) and print its id",
+                       description="Write 256 random bits (hex) to FILE, owner-only, and print the salt's id. "
+                       "Use it with SHOPRANK_ID_SALT_FILE=FILE. Rotating: see docs/privacy.md.")  # fmt: skip
+    n.add_argument("--out", required=True, help="salt file to write (refuses to overwrite)")
+    n.set_defaults(func=cmd_salt_new)
+    i = sts.add_parser("id", help="print the id of the configured salt (never the salt)",
+                       description="Print the id of the salt $SHOPRANK_ID_SALT / $SHOPRANK_ID_SALT_FILE name "
+                       "(or of --file), and where it came from; with --check RAW=HASH, say whether HASH is "
+                       "RAW hashed with that salt (exit 1 if not).")  # fmt: skip
+    i.add_argument("--file", default=None, help="a salt file to name instead of the configured salt")
+    i.add_argument("--check", default=None, metavar="RAW=HASH", help="does this salt turn user id RAW into HASH?")
+    i.set_defaults(func=cmd_salt_id)
 
 
 def add_index_arguments(b: argparse.ArgumentParser) -> None:
@@ -110,13 +133,18 @@ def _default_index(args: argparse.Namespace) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from shoprank.hashing import require_salt
     from shoprank.net import free_port
     from shoprank.ray_runtime import init_ray
     from shoprank.serve_app import server
+    from shoprank.serving.auth import PLAINTEXT_HOST_ENV, plaintext_open_to_all
     from shoprank.store.server import running_store, stop_local_store
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    salt_id = require_salt(args.insecure_default_salt, who="shoprank serve")  # before anything starts
+    token = token_of(args)  # a bad --token-file fails here, before Ray starts
+    open_plaintext = plaintext_open_to_all(args.plaintext_host)
     grpc_port = args.port
     if args.tls_cert:
         for f in (args.tls_cert, args.tls_key):
@@ -126,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["SHOPRANK_TLS_CERT"] = str(Path(args.tls_cert).resolve())
         os.environ["SHOPRANK_TLS_KEY"] = str(Path(args.tls_key).resolve())
         os.environ["SHOPRANK_TLS_PORT"] = str(args.port)
+        os.environ[PLAINTEXT_HOST_ENV] = args.plaintext_host
         grpc_port = args.plaintext_port or free_port()
     stop = threading.Event()
     own_store = not args.store and running_store(args.store_dir) is None  # started here: stopped here
@@ -146,13 +175,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             app_args["checkpoint"] = str(Path(args.checkpoint).resolve())
         if args.token:
             app_args["token"] = args.token
+        elif args.token_file:
+            app_args["token_file"] = str(Path(args.token_file).resolve())
+        if args.insecure_default_salt:
+            app_args["allow_default_salt"] = True
         app_args["store_url"] = store_url(args)
         if args.served_log:
             app_args["serving"] = {"served_log_dir": str(Path(args.served_log).resolve())}
         server.deploy(app_args, name=args.name)
-        where = f"TLS on :{args.port} (plaintext :{grpc_port})" if args.tls_cert else f":{grpc_port}"
-        auth = "bearer token required" if (args.token or os.environ.get("SHOPRANK_TOKEN")) else "no auth"
-        print(f"shoprank serving app {args.name!r} over gRPC {where}, {auth}; index {index}; "
+        who = "any caller" if open_plaintext else "loopback callers only"
+        where = f"TLS on :{args.port} (plaintext :{grpc_port}, {who})" if args.tls_cert else f":{grpc_port}"
+        auth = "bearer token required" if token else "no auth"
+        print(f"shoprank serving app {args.name!r} over gRPC {where}, {auth}; user-id salt {salt_id}; index {index}; "
               f"events to {app_args['store_url']}"
               f"{f'; served log to {args.served_log}' if args.served_log else ''}. Ctrl-C to stop.",
               flush=True)  # fmt: skip
@@ -164,6 +198,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if own_store:
             stop_local_store(args.store_dir)
         print("shoprank serve: Serve and Ray stopped.", flush=True)
+    return 0
+
+
+# -- salt -------------------------------------------------------------------------------------
+def cmd_salt_new(args: argparse.Namespace) -> int:
+    from shoprank.files import atomic_write_text
+    from shoprank.hashing import new_salt, salt_id
+
+    if Path(args.out).exists():
+        raise ConfigError(f"{args.out} exists: a salt file is never overwritten (rotate to a new file)")
+    salt = new_salt()
+    atomic_write_text(args.out, salt + "\n", mode=0o600)
+    print(f"wrote {args.out} (mode 0600): salt {salt_id(salt)}; use SHOPRANK_ID_SALT_FILE={Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_salt_id(args: argparse.Namespace) -> int:
+    from shoprank.hashing import configured_salt, hash_id, owner_only_secret, salt_id
+
+    if args.file:
+        salt, source = owner_only_secret(args.file, "salt file"), args.file
+    else:
+        found = configured_salt()
+        salt, source = found if found else (None, "none configured: the PUBLIC default salt")
+    print(f"salt {salt_id(salt)} ({source})")
+    if args.check:
+        raw, sep, want = args.check.rpartition("=")
+        if not sep or not raw:
+            raise ConfigError(f"--check {args.check!r}: expected RAW=HASH")
+        same = hash_id(raw, salt) == want.strip()
+        print(f"{want.strip()} {'is' if same else 'is NOT'} user id {raw!r} under salt {salt_id(salt)}")
+        return 0 if same else 1
     return 0
 
 

@@ -13,9 +13,13 @@ The online store (``store_url``, e.g. ``redis://HOST:PORT/0``; ``store``: :class
 fields) is where ``Feedback`` writes events and the ranker's click blend reads its counts (see
 :mod:`shoprank.serving.clicks`; a store that fails degrades responses, never fails them);
 ``shoprank serve``/``demo`` start a local one with :func:`shoprank.store.server.ensure_local_store`.
-User ids are hashed with the salt in ``$SHOPRANK_ID_SALT`` (passed on to every replica when set where
-the app is built): set the same salt wherever logs are loaded into the store (``shoprank events
-load``), or the histories won't meet.
+User ids are hashed with the salt in ``$SHOPRANK_ID_SALT`` or the owner-only file named by
+``$SHOPRANK_ID_SALT_FILE`` (both passed on to every replica when set where the app is built; the
+file must exist at that path on every node): set the same salt wherever logs are loaded into the
+store (``shoprank events load``), or the histories won't meet. With neither set, ``build_app``
+refuses (a ConfigError naming the risk) unless ``allow_default_salt`` (or
+``$SHOPRANK_INSECURE_DEFAULT_SALT=1``) opts in to the public default salt: the demo and tests only.
+See docs/privacy.md (and its salt rotation).
 
 Rolling out a new index (or model) version: build the artefact to a new directory, then
 ``serve.run(build_app({... "index_dir": NEW ...}))`` (or ``serve deploy`` the edited YAML).
@@ -31,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from shoprank.hashing import DEFAULT_SALT_ENV
+from shoprank.hashing import DEFAULT_SALT_ENV, INSECURE_SALT_ENV, SALT_FILE_ENV, require_salt
 from shoprank.ray_runtime import SERVE_PERF_ENV
 from shoprank.retrieval.artefact import read_index_manifest
 from shoprank.serve_app.ingress import SearchIngress
@@ -45,7 +49,7 @@ from shoprank.store.config import StoreConfig
 # The import paths Serve's gRPC proxy needs (gRPCOptions.grpc_servicer_functions).
 GRPC_SERVICER_FUNCTIONS = [
     "shoprank.serving.protos.add_search_service",
-    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+    "shoprank.serving.protos.add_health_service",
     "shoprank.serving.auth.add_tls_port",
 ]
 
@@ -58,8 +62,11 @@ class AppArgs(BaseModel):
     index_dir: str
     checkpoint: str | None = None
     encoder: str = "minilm"
-    token: str | None = None
+    token: str | None = None  # prefer token_file or token_env: app args show in Serve's config
+    token_file: str | None = None  # an owner-only file holding the token, read where the app is built
     token_env: str | None = "SHOPRANK_TOKEN"
+    # Hash user ids with the public default salt when no salt is configured (demo and tests only).
+    allow_default_salt: bool = False
     serving: dict[str, Any] = Field(default_factory=dict)  # ServingConfig fields
     # GPUs per replica of the two model deployments; None ("auto"): half a GPU each when the
     # Ray cluster has a GPU (both share one card), else 0. Their models then run on CUDA.
@@ -97,8 +104,10 @@ def _actor_options(**opts: Any) -> dict[str, Any]:
     # node's cores do not slow each other's forward passes down.
     env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     env.update({k: os.environ.get(k, v) for k, v in SERVE_PERF_ENV.items()})
-    if DEFAULT_SALT_ENV in os.environ:  # user hashes must match the ones loaded logs were keyed by
-        env[DEFAULT_SALT_ENV] = os.environ[DEFAULT_SALT_ENV]
+    # user hashes must match the ones loaded logs were keyed by (and the replicas must not refuse)
+    for key in (DEFAULT_SALT_ENV, SALT_FILE_ENV, INSECURE_SALT_ENV):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
     return {**opts, "runtime_env": {"env_vars": env}}
 
 
@@ -117,8 +126,16 @@ def auto_gpus(requested: float | None) -> float:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """The deployment graph for ``args`` (validated; unknown keys are rejected)."""
+    """The deployment graph for ``args`` (validated; unknown keys are rejected). Refuses to build
+    without a configured user-id salt unless ``allow_default_salt`` (see the module docstring)."""
+    import logging
+
+    from shoprank.serving.auth import read_token_file
+
     a = AppArgs.model_validate(args)
+    salt = require_salt(a.allow_default_salt, who="shoprank serving app")
+    logging.getLogger("shoprank.serving").info("user ids hashed with salt %s", salt)
+    token = a.token or (read_token_file(a.token_file) if a.token_file else None)
     a.index_dir = _resolve(a.index_dir)
     a.checkpoint = _resolve(a.checkpoint) if a.checkpoint else None
     cfg = ServingConfig.model_validate(a.serving)
@@ -150,5 +167,5 @@ def build_app(args: dict[str, Any]) -> Application:
     if a.ingress_max_queued_requests is not None:
         ingress_opts["max_queued_requests"] = a.ingress_max_queued_requests
     return SearchIngress.options(**ingress_opts).bind(
-        intent, retriever, ranker, cfg.model_dump(), a.token, a.token_env, a.store_url, store_cfg.model_dump()
+        intent, retriever, ranker, cfg.model_dump(), token, a.token_env, a.store_url, store_cfg.model_dump()
     )

@@ -50,6 +50,9 @@ def run_demo_serving(
     from shoprank.store.server import ensure_local_store, running_store, stop_local_store
 
     started_ray = not ray.is_initialized()
+    from shoprank.hashing import allow_default_salt
+
+    allow_default_salt("the serving demo")  # unless a salt is set (shoprank demo opts in the same way)
     init_ray(serve=True)
     store_dir = out_dir / "store"
     own_store = running_store(store_dir) is None

@@ -1,9 +1,10 @@
 """SearchIngress: the gRPC ingress (Serve's native gRPC proxy) implementing shoprank.v1.SearchService.
 
 Methods are looked up by RPC name: ``Search``, ``Rank`` and ``Feedback`` (shoprank.v1.SearchService) and
-``Check``/``Watch`` (grpc.health.v1.Health, registered with the proxy through
-``grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server``). Server reflection is Serve's
-own (``gRPCOptions.enable_reflection``).
+``Check``/``Watch`` (grpc.health.v1.Health). Both services are registered with the proxy by
+:mod:`shoprank.serving.protos`, whose request deserializers hand a request that is over the size
+limit or does not parse on as an ``UnreadableRequest``: ``INVALID_ARGUMENT`` here, never gRPC's
+``UNKNOWN``. Server reflection is Serve's own (``gRPCOptions.enable_reflection``).
 
 The search itself is :func:`shoprank.serving.flow.run_flow` (the flow the in-process pipeline
 runs too), with the three deployment handles as its stages. Concurrent requests are coalesced:
@@ -19,11 +20,14 @@ acknowledged Feedback batch also goes to the served-results log (:mod:`shoprank.
 never blocking), which is written out when the replica shuts down.
 
 Status codes: INVALID_ARGUMENT (validation, with the message; for Feedback ``events[i].field``
-and nothing stored), UNAUTHENTICATED (bearer token), DEADLINE_EXCEEDED (server-side budget
+and nothing stored; a request over ``$SHOPRANK_MAX_REQUEST_BYTES`` or that does not parse),
+UNAUTHENTICATED (bearer token), DEADLINE_EXCEEDED (server-side budget
 ``request_timeout_s``), RESOURCE_EXHAUSTED (Serve's bounded queue: ``max_ongoing_requests`` +
 ``max_queued_requests``), UNAVAILABLE (no replica; for Feedback: the store unreachable or the
 write unconfirmed, nothing acknowledged, retry), FAILED_PRECONDITION (Feedback on an app with no
-store configured).
+store configured). Status messages quote at most a short prefix of any request value and are capped
+at ``MAX_STATUS_MESSAGE`` characters; every refused request is logged with its code and the hashed
+user (:mod:`shoprank.serve_app.request_log`).
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from shoprank.feedback.served_log import open_served_log
+from shoprank.hashing import hash_id
 from shoprank.serve_app.common import BatchStats, Coalescer
+from shoprank.serve_app.request_log import LogFlusher, flush_serve_logs, log_refused
 from shoprank.serving.auth import check_token, resolve_token
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.flow import Stages, run_flow
 from shoprank.serving.pipeline import to_response
-from shoprank.serving.protos import pb2
+from shoprank.serving.protos import UnreadableRequest, pb2
 from shoprank.serving.stages import SearchResult
 from shoprank.serving.validation import InvalidRequest, Query, reject_unknown_fields, validate_rank, validate_search
 from shoprank.store.config import StoreConfig
@@ -54,6 +60,8 @@ from shoprank.store.events import InvalidEvent, parse_events
 from shoprank.store.writer import AsyncStoreWriter
 
 log = logging.getLogger("ray.serve")
+
+MAX_STATUS_MESSAGE = 1000  # characters of a status message (gRPC sends it in a size-limited trailer)
 
 
 @serve.deployment(
@@ -83,6 +91,7 @@ class SearchIngress:
         self.stats = BatchStats()
         self.coalesce = Coalescer(self._run_batch, self.cfg.max_batch_size, self.cfg.ingress_batches_in_flight)
         self.served_log = open_served_log(self.cfg.served_log_dir)  # None: off; never blocks a request
+        self.log_flusher = LogFlusher(interval_s=1.0)  # request lines reach the log file within a second
 
     # -- shoprank.v1.SearchService ----------------------------------------------------------
     async def Search(self, request: pb2.SearchRequest, grpc_context) -> pb2.SearchResponse:  # noqa: N802
@@ -92,21 +101,25 @@ class SearchIngress:
         return await self._serve(request, grpc_context, rank=True)
 
     async def Feedback(self, request: pb2.FeedbackRequest, grpc_context) -> pb2.FeedbackResponse:  # noqa: N802
+        def fail(code: grpc.StatusCode, message: str) -> pb2.FeedbackResponse:
+            user = request.events[0].user_id if isinstance(request, pb2.FeedbackRequest) and request.events else ""
+            return self._fail(grpc_context, code, message, "Feedback", uuid.uuid4().hex, user, pb2.FeedbackResponse())
+
         denied = check_token(self.token, grpc_context.invocation_metadata())
         if denied:
-            return self._fail(grpc_context, grpc.StatusCode.UNAUTHENTICATED, denied, pb2.FeedbackResponse())
+            return fail(grpc.StatusCode.UNAUTHENTICATED, denied)
+        if isinstance(request, UnreadableRequest):
+            return fail(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         try:
             reject_unknown_fields(request, "FeedbackRequest")
             for i, e in enumerate(request.events):
                 reject_unknown_fields(e, f"events[{i}]")
             events = parse_events(request.events, self.store_cfg)
         except (InvalidRequest, InvalidEvent) as e:
-            return self._fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(e), pb2.FeedbackResponse())
+            return fail(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if self.store_url is None:
-            return self._fail(
-                grpc_context, grpc.StatusCode.FAILED_PRECONDITION,
-                "no online store configured (the app's store_url / `shoprank serve --store`)", pb2.FeedbackResponse(),
-            )  # fmt: skip
+            return fail(grpc.StatusCode.FAILED_PRECONDITION,
+                        "no online store configured (the app's store_url / `shoprank serve --store`)")  # fmt: skip
         if self._writer is None:
             self._writer = AsyncStoreWriter(self.store_url, self.store_cfg)
         try:  # the client's own timeouts bound this; wait_for is the backstop
@@ -114,8 +127,7 @@ class SearchIngress:
         except (StoreUnavailable, TimeoutError) as e:
             log.warning("Feedback: %d events not stored: %s", len(events), e)
             msg = str(e) or "online store did not answer in time"
-            return self._fail(grpc_context, grpc.StatusCode.UNAVAILABLE, f"{msg}; not acknowledged, retry",
-                              pb2.FeedbackResponse())  # fmt: skip
+            return fail(grpc.StatusCode.UNAVAILABLE, f"{msg}; not acknowledged, retry")
         if self.served_log is not None:  # only what the store acknowledged
             self.served_log.log_feedback(events)
         return pb2.FeedbackResponse(accepted=res.accepted, duplicates=res.duplicates)
@@ -123,6 +135,10 @@ class SearchIngress:
     # -- grpc.health.v1.Health --------------------------------------------------------------
     async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context) -> health_pb2.HealthCheckResponse:  # noqa: N802
         known = ("", "shoprank.v1.SearchService")
+        if isinstance(request, UnreadableRequest):
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(request.reason)
+            return health_pb2.HealthCheckResponse()
         if request.service not in known:
             grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
             grpc_context.set_details(f"unknown service {request.service!r}")
@@ -136,33 +152,39 @@ class SearchIngress:
     async def _serve(self, request, grpc_context, *, rank: bool) -> pb2.SearchResponse:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
+        method = "Rank" if rank else "Search"
+
+        def fail(code: grpc.StatusCode, message: str) -> pb2.SearchResponse:
+            user = "" if isinstance(request, UnreadableRequest) else request.user_id
+            return self._fail(grpc_context, code, message, method, request_id, user)
+
         denied = check_token(self.token, grpc_context.invocation_metadata())
         if denied:
-            return self._fail(grpc_context, grpc.StatusCode.UNAUTHENTICATED, denied)
+            return fail(grpc.StatusCode.UNAUTHENTICATED, denied)
+        if isinstance(request, UnreadableRequest):  # over the size limit, or bytes that do not parse
+            return fail(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         try:
             q = validate_rank(request, self.cfg) if rank else validate_search(request, self.cfg)
         except InvalidRequest as e:
-            return self._fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            return fail(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         t_valid = time.perf_counter()
         try:
             res = await asyncio.wait_for(self._run(q), timeout=self.cfg.request_timeout_s)
         except InvalidRequest as e:
-            return self._fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            return fail(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except TimeoutError:
-            return self._fail(
-                grpc_context, grpc.StatusCode.DEADLINE_EXCEEDED, f"not served within {self.cfg.request_timeout_s}s"
-            )
+            return fail(grpc.StatusCode.DEADLINE_EXCEEDED, f"not served within {self.cfg.request_timeout_s}s")
         except Exception as e:  # errors that name their status, e.g. Triton down -> UNAVAILABLE
             cause = getattr(e, "cause", None) or e  # Ray wraps errors raised in other deployments
             status = getattr(cause, "grpc_status", None)
             if status is None or not hasattr(grpc.StatusCode, status):
                 raise
-            return self._fail(grpc_context, getattr(grpc.StatusCode, status), str(cause))
+            return fail(getattr(grpc.StatusCode, status), str(cause))
         res.timings_ms["validate"] = (t_valid - t0) * 1e3
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         log.info(
             "%s id=%s user=%s k=%d candidates=%d batch=%d index=%s signals=%s%s %.1fms",
-            "Rank" if rank else "Search", request_id, q.user_hash or "-", q.k, res.num_candidates, res.batch_size,
+            method, request_id, q.user_hash or "-", q.k, res.num_candidates, res.batch_size,
             res.index_version, ",".join(res.signals) or "-", " DEGRADED" if res.degraded else "",
             res.timings_ms["total"],
         )  # fmt: skip
@@ -196,9 +218,18 @@ class SearchIngress:
     def __del__(self) -> None:  # Serve calls it when the replica shuts down: write what is buffered
         if getattr(self, "served_log", None) is not None:
             self.served_log.close()
+        if getattr(self, "log_flusher", None) is not None:
+            self.log_flusher.close()
+        else:
+            flush_serve_logs()
 
     @staticmethod
-    def _fail(grpc_context, code: grpc.StatusCode, message: str, empty=None):
+    def _fail(grpc_context, code: grpc.StatusCode, message: str, method: str, request_id: str, user_id: str,
+              empty=None):  # fmt: skip
+        """Answer with ``code`` (the message capped at MAX_STATUS_MESSAGE characters) and log the refusal."""
+        if len(message) > MAX_STATUS_MESSAGE:
+            message = message[: MAX_STATUS_MESSAGE - 3] + "..."
+        log_refused(method, request_id, code.name, message, hash_id(user_id) if user_id else None)
         grpc_context.set_code(code)
         grpc_context.set_details(message)
         return pb2.SearchResponse() if empty is None else empty

@@ -8,8 +8,8 @@
             print(item.rank, item.item_id, item.title, item.score)
 
 Every call sends the Serve application name (metadata ``application``), the bearer token when
-given, and a deadline (``timeout`` seconds). Failures raise :class:`SearchError` carrying the
-gRPC status code name and message.
+given (``token``, or ``token_file``: an owner-only file holding it), and a deadline (``timeout``
+seconds). Failures raise :class:`SearchError` carrying the gRPC status code name and message.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class SearchClient:
         *,
         application: str = DEFAULT_APPLICATION,
         token: str | None = None,
+        token_file: str | None = None,
         tls: bool = False,
         ca_file: str | None = None,
         server_name: str | None = None,
@@ -76,6 +77,10 @@ class SearchClient:
         else:
             self.channel = grpc.insecure_channel(address)
         self.metadata: list[tuple[str, str]] = [("application", application)]
+        if token_file and not token:
+            from shoprank.serving.auth import read_token_file
+
+            token = read_token_file(token_file)
         if token:
             self.metadata.append(("authorization", f"Bearer {token}"))
         self.stub = pb2_grpc.SearchServiceStub(self.channel)

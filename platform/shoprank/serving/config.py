@@ -32,6 +32,7 @@ class ServingConfig(BaseModel):
     max_query_chars: int = Field(256, ge=1, le=10_000)
     max_k: int = Field(100, ge=1, le=10_000)
     max_rank_items: int = Field(1000, ge=1, le=100_000)
+    max_id_chars: int = Field(256, ge=1, le=4096)  # a Rank item id, a user id
     num_candidates: int = Field(200, ge=1, le=10_000)  # top-N handed from retrieval to the ranker
     blend_weights: dict[str, float] = Field(default_factory=lambda: {"relevance": 0.6, "click": 0.3, "season_fit": 0.1})
     max_blend_weight: float = Field(10.0, gt=0)

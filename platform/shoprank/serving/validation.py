@@ -23,6 +23,15 @@ class InvalidRequest(ValueError):
     """A request that cannot be served as sent; the message names the field and the rule."""
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """``value`` as quoted in an error message: its repr, or the repr of its first ``limit``
+    characters and its length, so a message never echoes a long value whole."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 @dataclass
 class Query:
     """A validated Search (``item_ids`` None) or Rank (``item_ids`` set) request."""
@@ -65,16 +74,16 @@ def _parse_bool(name: str, text: str) -> bool:
         return True
     if t in ("false", "0", "no", "n"):
         return False
-    raise InvalidRequest(f"filters.{name}: expected true or false, got {text!r}")
+    raise InvalidRequest(f"filters.{name}: expected true or false, got {shown(text)}")
 
 
 def _parse_price(name: str, value: Any) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InvalidRequest(f"filters.{name}: expected a number, got {value!r}") from None
+        raise InvalidRequest(f"filters.{name}: expected a number, got {shown(value)}") from None
     if not math.isfinite(v) or v < 0:
-        raise InvalidRequest(f"filters.{name}: must be a finite number >= 0, got {value!r}")
+        raise InvalidRequest(f"filters.{name}: must be a finite number >= 0, got {shown(value)}")
     return v
 
 
@@ -89,7 +98,7 @@ def validate_filters(filters: Message) -> FilterSpec:
             values[name] = getattr(filters, name)
     for name, text in sorted(filters.by_name.items()):
         if name not in FILTER_NAMES:
-            raise InvalidRequest(f"unknown filter field {name!r}; allowed: {', '.join(FILTER_NAMES)}")
+            raise InvalidRequest(f"unknown filter field {shown(name)}; allowed: {', '.join(FILTER_NAMES)}")
         if name in values:
             raise InvalidRequest(f"filter {name!r} given twice (as a field and in by_name)")
         if name == "in_stock":
@@ -126,7 +135,7 @@ def validate_weights(weights: dict[str, float], cfg: ServingConfig) -> dict[str,
     out: dict[str, float] = {}
     for name, w in sorted(weights.items()):
         if name not in BLENDABLE_SCORES:
-            raise InvalidRequest(f"blend_weights: unknown task {name!r}; allowed: {', '.join(BLENDABLE_SCORES)}")
+            raise InvalidRequest(f"blend_weights: unknown task {shown(name)}; allowed: {', '.join(BLENDABLE_SCORES)}")
         w = float(w)
         if not math.isfinite(w):
             raise InvalidRequest(f"blend_weights[{name!r}]: must be finite, got {w}")
@@ -154,6 +163,8 @@ def _common(req: Message, cfg: ServingConfig, kind: str) -> dict[str, Any]:
         raise InvalidRequest(f"context.month: must be 1..12 (or 0 for unknown), got {month}")
     if len(req.context.locale) > 35 or len(req.context.campaign) > 128:
         raise InvalidRequest("context: locale (35) or campaign (128 characters) too long")
+    if len(req.user_id) > cfg.max_id_chars:
+        raise InvalidRequest(f"user_id: {len(req.user_id)} characters, the maximum is {cfg.max_id_chars}")
     return {
         "query": query,
         "month": month,
@@ -182,6 +193,12 @@ def validate_rank(req: Message, cfg: ServingConfig) -> Query:
         raise InvalidRequest("item_ids: at least one candidate id is required")
     if len(ids) > cfg.max_rank_items:
         raise InvalidRequest(f"item_ids: {len(ids)} ids, the maximum is {cfg.max_rank_items}")
+    long_ids = [i for i, x in enumerate(ids) if len(x) > cfg.max_id_chars or not x.strip()]
+    if long_ids:
+        j = long_ids[0]
+        raise InvalidRequest(
+            f"item_ids[{j}]: {len(ids[j])} characters; ids must be 1..{cfg.max_id_chars} characters, not blank"
+        )
     if len(set(ids)) != len(ids):
         raise InvalidRequest("item_ids: contains duplicates")
     if not 0 <= req.k <= cfg.max_k:
