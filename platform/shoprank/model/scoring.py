@@ -19,10 +19,16 @@ from shoprank.model.registry import SIMILARITY_FALLBACK_TASKS, spec
 
 @dataclass
 class PairScores:
-    """Per-task scores for N (query, item) pairs, each an array of shape [N] in 0..1."""
+    """Per-task scores for N (query, item) pairs, each an array of shape [N] in 0..1.
+
+    ``cosine`` is the raw query–item cosine in -1..1 behind ``similarity`` (which is it clipped to
+    0..1): the zero-shot ranking orders by it, as eval's ``rank_catalogue`` does, so the clip never
+    ties items with negative cosine. It is never a response score.
+    """
 
     scores: dict[str, np.ndarray]
     zero_shot: set[str] = field(default_factory=set)
+    cosine: np.ndarray | None = None
 
 
 def _tensor(a: np.ndarray, model: MultiTaskModel) -> torch.Tensor:
@@ -40,8 +46,8 @@ def score_pairs(
 ) -> PairScores:
     """Score items against one query ([d]) or row-aligned queries ([N, d]).
 
-    Returns ``similarity`` always, and ``relevance``, ``click``, ``demand`` where the model
-    has those heads; untrained relevance/click heads fall back to cosine similarity.
+    Returns ``similarity`` (cosine clipped to 0..1) always, and ``relevance``, ``click``, ``demand``
+    where the model has those heads; untrained relevance/click heads fall back to that clipped cosine.
     ``lexical`` ([N, NUM_LEXICAL_FEATURES], from ``shoprank.model.lexical``) feeds the
     relevance head's lexical term; leave it out when ``model.uses_lexical`` is false.
     """
@@ -63,10 +69,13 @@ def scores_from_raw(
     """Turn raw pairwise outputs (in-process or from Triton) into 0..1 scores, adding the
     lexical term (``MultiTaskModel.add_lexical``) when ``lexical`` features are given.
 
-    Click gets a sigmoid, the rest are clamped; untrained heads are skipped, and relevance and
-    click fall back to cosine similarity (reported in ``zero_shot``).
+    ``similarity`` is the raw cosine (-1..1) clipped to 0..1 (negative cosine: 0); click gets a
+    sigmoid, the other heads are clipped to 0..1; untrained heads are skipped, and relevance and
+    click fall back to the clipped cosine (reported in ``zero_shot``). The raw cosine is kept as
+    :attr:`PairScores.cosine` for ranking.
     """
-    out: dict[str, np.ndarray] = {"similarity": similarity}
+    clipped = np.clip(similarity, 0.0, 1.0).astype(np.float32)
+    out: dict[str, np.ndarray] = {"similarity": clipped}
     zero_shot: set[str] = set()
     for task, value in model.add_lexical(raw, lexical).items():
         if not model.is_trained(task):
@@ -74,9 +83,9 @@ def scores_from_raw(
         out[task] = 1.0 / (1.0 + np.exp(-value)) if spec(task).kind == "binary" else np.clip(value, 0.0, 1.0)
     for task in SIMILARITY_FALLBACK_TASKS:
         if task not in out:
-            out[task] = similarity.clip(0.0, 1.0)
+            out[task] = clipped
             zero_shot.add(task)
-    return PairScores(out, zero_shot)
+    return PairScores(out, zero_shot, cosine=similarity)
 
 
 @torch.inference_mode()

@@ -1,4 +1,11 @@
-"""The blend: final score = sum over tasks of weight x task score (weights validated upstream)."""
+"""The blend: final score = sum over tasks of weight x task score (weights validated upstream).
+
+Every blendable task score is in 0..1 and every weight in 0..max_blend_weight, so the final score
+is in 0..sum(weights). The sum runs in float64 over the float32 task scores with each weight taken
+at float32 precision (what ``SearchResponse.blend_weights`` carries), then rounds to float32: a
+client recomputing sum(blend_weights[t] * scores[t]) from a response gets ``score`` to float32
+rounding (the exception is the click blend's list, whose score is ``scores["click_blend"]``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ def blend(scores: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarra
     total = np.zeros(n, dtype=np.float64)
     for task, w in weights.items():
         if w and task in scores:
-            total += float(w) * np.asarray(scores[task], dtype=np.float64)
+            total += float(np.float32(w)) * np.asarray(scores[task], dtype=np.float32).astype(np.float64)
     return total.astype(np.float32)
 
 

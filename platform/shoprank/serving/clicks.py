@@ -13,7 +13,9 @@
   columns, without description), built once per index version (:class:`ClickItems`);
 - candidates are eval's (click-sourced, model, popular), less items the index does not hold, and
   for a Rank request or a filtered Search only the items it sent or retrieved. Each candidate's
-  features do not depend on the others, so dropping some leaves the others' order as eval's.
+  features do not depend on the others, so dropping some leaves the others' order as eval's;
+- each listed item's score (``ScoredItem.score`` = ``scores["click_blend"]``) is the blend's click
+  probability in 0..1: the softmax of its logits over those candidates (:func:`choice_probs`).
 
 Where eval and serving can still differ: eval's model ranking is over the whole catalogue,
 serving's over what retrieval returned (equal when retrieval's top ``num_candidates`` hold the
@@ -41,6 +43,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from shoprank.clicks.bm25 import BM25
@@ -111,10 +114,22 @@ def signals_of(view: QueryClicks, use_user: bool = True) -> list[str]:
 
 @dataclass
 class ClickPick:
-    """One job's click-blended list: (item id, blend score) best first, and the signals used."""
+    """One job's click-blended list: (item id, click probability: :func:`choice_probs`) best first,
+    and the signals used."""
 
     items: list[tuple[str, float]] = field(default_factory=list)
     signals: list[str] = field(default_factory=list)
+
+
+def choice_probs(ranked: Sequence[tuple[str, float]], logits: np.ndarray) -> list[tuple[str, float]]:
+    """The blend's top list with each logit as its probability in 0..1: the softmax over ``logits``
+    (every candidate's), the listwise click-choice model ``ClickBlend`` fits. Monotone in the logit, so
+    the list's order is the blend's."""
+    if not ranked:
+        return []
+    z = np.asarray(logits, dtype=np.float64)
+    lse = float(z.max() + np.log(np.exp(z - z.max()).sum()))
+    return [(c, float(np.exp(min(s - lse, 0.0)))) for c, s in ranked]
 
 
 def blend_weights(
@@ -183,8 +198,8 @@ class ServedClicks:
             cands, rows = click_features(view, bm25, index, r.query, list(model_ranked[:CANDIDATES]), self.use_user)
             keep = [n for n, c in enumerate(cands) if c in index and (ok is None or c in ok)]
             kept = [cands[n] for n in keep]
-            out.append(ClickPick(self.weights.ranked(kept, rows[keep], k if k > 0 else len(kept)),
-                                 signals_of(view, self.use_user)))  # fmt: skip
+            top = self.weights.ranked(kept, rows[keep], k if k > 0 else len(kept))
+            out.append(ClickPick(choice_probs(top, self.weights.score(rows[keep])), signals_of(view, self.use_user)))
         return out
 
     def try_pick(

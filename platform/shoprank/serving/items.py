@@ -59,7 +59,8 @@ def ranked_item(table: ItemTable, p: int, score: float, scores: dict[str, float]
 def blended_items(
     table: ItemTable, pos: np.ndarray, scores: dict[str, np.ndarray], pick: ClickPick
 ) -> list[dict[str, Any]]:
-    """The click blend's list: score = the blend's; ``scores`` = the model's (for retrieved items) + click_blend."""
+    """The click blend's list: score = the blend's click probability (``clicks.choice_probs``);
+    ``scores`` = the model's (for retrieved items) + click_blend."""
     at = {int(p): o for o, p in enumerate(pos)}
     rows, _ = table.artefact.positions([i for i, _ in pick.items])
     out = []

@@ -50,9 +50,11 @@ from shoprank.serving.stages import (
     RetrieveJob,
     SearchResult,
 )
-from shoprank.serving.validation import InvalidRequest, Query
+from shoprank.serving.validation import InvalidRequest, Query, shown
 
 log = logging.getLogger("shoprank.serving")
+# per ranked job: its response scores, final blend, order by the blend, and the click blend's model basis
+Ranked = tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def pick_device(device: str | None = None) -> str:
@@ -260,9 +262,9 @@ class Ranker:
                 if job.item_ids is not None:
                     pos, unknown = table.artefact.positions(job.item_ids)
                     if unknown:
-                        shown = ", ".join(repr(u) for u in unknown[:5])
+                        some = ", ".join(shown(u) for u in unknown[:5])  # each quoted short: a bounded message
                         raise InvalidRequest(
-                            f"item_ids: {len(unknown)} unknown id(s) in index {table.artefact.index_version}: {shown}"
+                            f"item_ids: {len(unknown)} unknown id(s) in index {table.artefact.index_version}: {some}"
                         )
                 else:
                     pos = np.asarray(job.positions, dtype=np.int64)
@@ -296,7 +298,7 @@ class Ranker:
             scored, zero_shot = PairScores({}), []
         live = sum(1 for t in tables if t is not None)
         elapsed = (time.perf_counter() - t0) * 1000.0  # rank_forward: the forward pass, as before the click blend
-        ranked: dict[int, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = {}
+        ranked: dict[int, Ranked] = {}
         for j, job in enumerate(jobs):
             table = tables[j]
             if table is None:
@@ -306,7 +308,10 @@ class Ranker:
             scores["season_fit"] = table.season_fit(positions[j], job.month)
             scores["popularity"] = table.popularity[positions[j]]
             final = blend(scores, job.weights)
-            ranked[j] = (scores, final, top_k(final, 0 if self.clicks else job.k))
+            # the click blend's model ranking: the head's scores; zero-shot, the raw cosine (as eval's, no clip ties)
+            cos = scored.cosine if self.rank_head == "similarity" else None
+            basis = scores.get(self.rank_head) if cos is None else np.asarray(cos[a:b], dtype=np.float32)
+            ranked[j] = (scores, final, top_k(final, 0 if self.clicks else job.k), basis)
         picks, why = self._click_picks(jobs, tables, positions, ranked, reads)
         for j, job in enumerate(jobs):
             res = out[j]
@@ -315,7 +320,7 @@ class Ranker:
             if table is None:
                 continue
             res.degraded, res.degraded_reason = bool(why), why
-            scores, final, order = ranked[j]
+            scores, final, order, _ = ranked[j]
             pos = positions[j]
             res.index_version = table.artefact.index_version
             res.num_candidates = len(pos)
@@ -336,7 +341,7 @@ class Ranker:
         jobs: list[RankJob],
         tables: list[ItemTable | None],
         positions: list[np.ndarray],
-        ranked: dict[int, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]],
+        ranked: dict[int, Ranked],
         reads: Future[list[QueryClicks]] | None,
     ) -> tuple[dict[int, ClickPick] | None, str]:
         """The click blend's lists for the live jobs (``reads``: their store read, started with the
@@ -347,9 +352,8 @@ class Ranker:
         ids = {j: [t.ids[int(p)] for p in positions[j]] for j in live if (t := tables[j]) is not None}
         orders = {}
         for j in live:
-            scores, final, order = ranked[j]
-            basis = scores.get(self.rank_head) if not jobs[j].custom_weights else None
-            orders[j] = order if basis is None else top_k(basis, 0)
+            _, _, order, basis = ranked[j]
+            orders[j] = order if basis is None or jobs[j].custom_weights else top_k(basis, 0)
         def views() -> list[QueryClicks]:  # the live jobs' part of the batch's store read
             got = reads.result()
             return [got[j] for j in live]
