@@ -55,8 +55,8 @@ def owner_only_secret(path: str, what: str) -> str:
 
 def configured_salt() -> tuple[str, str] | None:
     """``(salt, source)`` from the environment (``$SHOPRANK_ID_SALT``, else ``$SHOPRANK_ID_SALT_FILE``), or None."""
-    if os.environ.get(DEFAULT_SALT_ENV):
-        return os.environ[DEFAULT_SALT_ENV], f"${DEFAULT_SALT_ENV}"
+    if os.environ.get(DEFAULT_SALT_ENV, "").strip():  # stripped like a salt file (a Secret may end in "\n")
+        return os.environ[DEFAULT_SALT_ENV].strip(), f"${DEFAULT_SALT_ENV}"
     path = os.environ.get(SALT_FILE_ENV)
     if not path:
         return None

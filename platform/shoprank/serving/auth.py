@@ -46,7 +46,7 @@ def resolve_token(token: str | None = None, token_env: str | None = TOKEN_ENV) -
     if token:
         return token
     if token_env:
-        return os.environ.get(token_env) or None
+        return os.environ.get(token_env, "").strip() or None  # stripped like a token file
     return None
 
 
