@@ -25,12 +25,16 @@ Rolling out a new index (or model) version: build the artefact to a new director
 ``serve.run(build_app({... "index_dir": NEW ...}))`` (or ``serve deploy`` the edited YAML).
 Serve starts replicas with the new arguments before it drains the old ones, so requests keep
 flowing, and every response names the ``index_version`` and ``model_version`` that served it.
+
+Observability (docs/observability.md): the replicas log JSON lines (``log_encoding``), export the
+metrics of :mod:`shoprank.serve_app.metrics` through Ray, and trace requests when ``tracing.enabled``
+(:mod:`shoprank.serve_app.tracing`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
@@ -42,6 +46,7 @@ from shoprank.serve_app.ingress import SearchIngress
 from shoprank.serve_app.intent import QueryIntent
 from shoprank.serve_app.ranker import MultiTaskRanker
 from shoprank.serve_app.retriever import CandidateRetriever
+from shoprank.serve_app.tracing import TracingArgs, tracing_env
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import check_versions_manifest
 from shoprank.store.config import StoreConfig
@@ -74,6 +79,10 @@ class AppArgs(BaseModel):
     intent_num_gpus: float | None = Field(None, ge=0)
     ranker_num_cpus: float = 0.5
     intent_num_cpus: float = 0.5
+    # Replicas of the two model deployments. With two, losing one costs no request (the ingress retries
+    # on the other); each costs its num_cpus and a copy of the model (~90 MB for MiniLM) in memory.
+    ranker_num_replicas: int = Field(1, ge=1)
+    intent_num_replicas: int = Field(1, ge=1)
     # Custom Ray resources per replica, e.g. {"ranker_gpu": 1} to pin to cluster.yaml's GPU nodes.
     ranker_resources: dict[str, float] = Field(default_factory=dict)
     intent_resources: dict[str, float] = Field(default_factory=dict)
@@ -94,9 +103,13 @@ class AppArgs(BaseModel):
     # one line per request itself (hashed user id, k, candidates, batch, versions, latency), and
     # four access-log lines per search cost ~10% of the CPU of a request on 2 cores.
     access_log: bool = False
+    # Replica log files (incl. the ingress's line per request) as JSON objects, one a line, or Serve's text.
+    log_encoding: Literal["JSON", "TEXT"] = "JSON"
+    # OpenTelemetry spans through Serve's tracing (shoprank.serve_app.tracing; docs/observability.md).
+    tracing: TracingArgs = Field(default_factory=TracingArgs)
 
 
-def _actor_options(**opts: Any) -> dict[str, Any]:
+def _actor_options(extra_env: dict[str, str] | None = None, **opts: Any) -> dict[str, Any]:
     """Replica options: Serve's performance settings in every replica's environment."""
     import os
 
@@ -108,6 +121,7 @@ def _actor_options(**opts: Any) -> dict[str, Any]:
     for key in (DEFAULT_SALT_ENV, SALT_FILE_ENV, INSECURE_SALT_ENV):
         if os.environ.get(key):
             env[key] = os.environ[key]
+    env.update(extra_env or {})
     return {**opts, "runtime_env": {"env_vars": env}}
 
 
@@ -123,6 +137,12 @@ def auto_gpus(requested: float | None) -> float:
     import ray
 
     return 0.5 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def _replicas(n: int) -> dict[str, int]:
+    """``num_replicas`` only when more than one, so an ``autoscaling_config`` in serve_config.yaml
+    (which excludes a fixed count) still applies by default."""
+    return {"num_replicas": n} if n > 1 else {}
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -141,27 +161,28 @@ def build_app(args: dict[str, Any]) -> Application:
     cfg = ServingConfig.model_validate(a.serving)
     store_cfg = StoreConfig.model_validate(a.store)  # fail at build time, not in the replica
     check_versions_manifest(a.checkpoint, a.encoder, read_index_manifest(a.index_dir), a.index_dir, a.strict_versions)
-    logs = {"logging_config": {"enable_access_log": a.access_log}}
+    logs = {"logging_config": {"enable_access_log": a.access_log, "encoding": a.log_encoding}}
+    trace_env = tracing_env(a.tracing)
     # the batched stages' batch settings, as user_config: reconfigure() applies them, in place on a change
     batched = {**logs, "user_config": cfg.batch_settings().model_dump()}
     intent_opts = _actor_options(
-        num_cpus=a.intent_num_cpus, num_gpus=auto_gpus(a.intent_num_gpus), resources=a.intent_resources
+        trace_env, num_cpus=a.intent_num_cpus, num_gpus=auto_gpus(a.intent_num_gpus), resources=a.intent_resources
     )
-    intent = QueryIntent.options(ray_actor_options=intent_opts, **batched).bind(
+    intent = QueryIntent.options(ray_actor_options=intent_opts, **_replicas(a.intent_num_replicas), **batched).bind(
         a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads
     )
     retriever = CandidateRetriever.options(
-        ray_actor_options=_actor_options(num_cpus=a.retriever_num_cpus), **batched
+        ray_actor_options=_actor_options(trace_env, num_cpus=a.retriever_num_cpus), **batched
     ).bind(a.index_dir, cfg.model_dump())
     ranker_opts = _actor_options(
-        num_cpus=a.ranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus), resources=a.ranker_resources
+        trace_env, num_cpus=a.ranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus), resources=a.ranker_resources
     )
-    ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts, **batched).bind(
+    ranker = MultiTaskRanker.options(ray_actor_options=ranker_opts, **_replicas(a.ranker_num_replicas), **batched).bind(
         a.index_dir, a.checkpoint, a.encoder, cfg.ranker_backend, a.ranker_backend_options,
         torch_threads=a.torch_threads, device=a.ranker_device, serving=cfg.model_dump(), store_url=a.store_url,
         store=store_cfg.model_dump(),
     )  # fmt: skip
-    ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(num_cpus=a.ingress_num_cpus), **logs}
+    ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(trace_env, num_cpus=a.ingress_num_cpus), **logs}
     if a.ingress_max_ongoing_requests is not None:
         ingress_opts["max_ongoing_requests"] = a.ingress_max_ongoing_requests
     if a.ingress_max_queued_requests is not None:

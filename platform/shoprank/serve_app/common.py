@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ray import serve
 
+from shoprank.serve_app.metrics import METRICS, triton_failovers
 from shoprank.serving.config import BatchSettings
 
 if TYPE_CHECKING:
@@ -104,7 +105,13 @@ class BatchedStage(Generic[T, R]):
 
     def _process(self, items: list[T]) -> list[R]:
         self.stats.record(len(items))
-        return self.process(items)
+        METRICS.batch(type(self).__name__, len(items))
+        before = triton_failovers(self)
+        try:
+            return self.process(items)
+        finally:
+            if before is not None:
+                METRICS.failovers(type(self).__name__, (triton_failovers(self) or 0) - before)
 
     async def __call__(self, items: list[T]) -> list[R]:
         """One result per item. A call larger than ``max_batch_size`` (e.g. the ingress coalesces more
@@ -126,6 +133,10 @@ class BatchedStage(Generic[T, R]):
 
     def batch_stats(self) -> dict[str, object]:
         return self.stats.summary()
+
+    async def ready(self) -> bool:
+        """The ingress's readiness probe: a replica answers only once its model and index are loaded."""
+        return True
 
 
 class Coalescer:

@@ -14,24 +14,39 @@ seconds). Failures raise :class:`SearchError` carrying the gRPC status code name
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
 
 from shoprank.serving.protos import pb2, pb2_grpc
 
+# Search and Rank are idempotent: the channel retries them on UNAVAILABLE (a replica lost, a rollout),
+# up to 3 attempts within the call's deadline, with jittered backoff. Feedback is not retried here: an
+# UNAVAILABLE write may still have been stored, so its caller resends with event_ids.
+RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": "shoprank.v1.SearchService", "method": m} for m in ("Search", "Rank")],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})  # fmt: skip
+# The call's timeout in ms, sent as metadata (Serve's proxy does not forward gRPC deadlines), and the
+# trailing metadata of a shed call: milliseconds to wait before retrying.
+TIMEOUT_HEADER = "shoprank-timeout-ms"
+RETRY_AFTER_HEADER = "retry-after-ms"
 DEFAULT_ADDRESS = "localhost:9000"
 DEFAULT_APPLICATION = "shoprank"
 _TYPED_FILTERS = {"category": (str,), "price_min": (int, float), "price_max": (int, float), "in_stock": (bool,)}
 
 
 class SearchError(Exception):
-    """A failed call: ``code`` is the gRPC status name (e.g. ``INVALID_ARGUMENT``)."""
+    """A failed call: ``code`` is the gRPC status name (e.g. ``INVALID_ARGUMENT``); ``retry_after_s``:
+    the server's hint when it shed the call (``RESOURCE_EXHAUSTED``), else None."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 def build_filters(filters: dict[str, Any] | None) -> pb2.Filters | None:
@@ -67,7 +82,9 @@ class SearchClient:
     ) -> None:
         self.address = address
         self.timeout = timeout
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        options: list[tuple[str, object]] = [("grpc.enable_retries", 1), ("grpc.service_config", RETRY_SERVICE_CONFIG)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         if channel is not None:
             self.channel = channel
         elif tls or ca_file:
@@ -75,7 +92,7 @@ class SearchClient:
 
             self.channel = grpc.secure_channel(address, channel_credentials(ca_file), options=options)
         else:
-            self.channel = grpc.insecure_channel(address)
+            self.channel = grpc.insecure_channel(address, options=options)
         self.metadata: list[tuple[str, str]] = [("application", application)]
         if token_file and not token:
             from shoprank.serving.auth import read_token_file
@@ -152,11 +169,16 @@ class SearchClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        timeout = timeout or self.timeout
+        # Serve's proxy does not pass the call's deadline on: the ingress reads it from this header
+        metadata = [*self.metadata, (TIMEOUT_HEADER, str(max(1, int(timeout * 1000))))]
         try:
-            return method(request, metadata=self.metadata, timeout=timeout or self.timeout)
+            return method(request, metadata=metadata, timeout=timeout)
         except grpc.RpcError as e:
             code = e.code().name if e.code() is not None else "UNKNOWN"
-            raise SearchError(code, e.details() or "") from None
+            trailing = dict(e.trailing_metadata() or ())
+            retry_after = trailing.get(RETRY_AFTER_HEADER)
+            raise SearchError(code, e.details() or "", float(retry_after) / 1000 if retry_after else None) from None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:

@@ -43,6 +43,11 @@ class ServingConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     ingress_batches_in_flight: int = Field(2, ge=1, le=64)  # coalesced batches the ingress runs at once
     request_timeout_s: float = Field(10.0, gt=0)  # server-side budget for one request
+    # Admission at the ingress (shoprank.serve_app.admission): the queueing delay a request may be admitted
+    # into (0: off, Serve's max_ongoing_requests alone), the in-flight count always admitted, the hard cap.
+    admission_target_wait_s: float = Field(0.5, ge=0)
+    admission_min_in_flight: int = Field(32, ge=1)  # two coalesced batches of 16: never shed below
+    admission_max_in_flight: int = Field(512, ge=1)
     # The learned click blend (shoprank.clicks; BlendWeights.to_dict() format), used when the app has
     # an online store and the checkpoint's manifest holds no ``click_blend`` (the checkpoint's wins).
     click_blend_weights: dict[str, dict[str, float]] | None = None

@@ -239,5 +239,12 @@ class AsyncStoreWriter:
         except redis.exceptions.RedisError as err:
             raise unavailable(err) or err from err
 
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers (the ingress's readiness probe)."""
+        try:
+            await self.client.ping()
+        except redis.exceptions.RedisError as err:
+            raise unavailable(err) or err from err
+
     async def close(self) -> None:
         await self.client.aclose()
