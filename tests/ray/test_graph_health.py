@@ -5,6 +5,8 @@
 - A ranker replica killed (SIGKILL) under concurrent Search load, with two ranker replicas: no call
   ends in INTERNAL or UNKNOWN (the ingress retries once on the other replica, the shipped client
   retries UNAVAILABLE), and the graph keeps answering.
+- A saturated graph (admission letting one request in at a time) sheds a burst at once with
+  RESOURCE_EXHAUSTED and a retry-after-ms hint.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shoprank.serving.client import SearchClient, SearchError
+from shoprank.serving.protos import pb2
 from shoprank.store.server import LocalStore
 
 from tests.serving_helpers import deploy_tiny, indexed_catalogue
@@ -37,9 +40,9 @@ def app(ray_local, tmp_path_factory):
     port = deploy_tiny(tmp / "index", APP, store_url=store.url, ranker_num_replicas=2,
                        serving={"request_timeout_s": 60})  # fmt: skip
     channel = grpc.insecure_channel(f"localhost:{port}")
-    yield {"port": port, "store": store, "health": health_pb2_grpc.HealthStub(channel)}
+    yield {"port": port, "store": store, "health": health_pb2_grpc.HealthStub(channel), "index": tmp / "index"}
     channel.close()
-    serve.delete(APP)
+    serve.shutdown()  # the next module starts Serve on its own port
     store.stop()
 
 
@@ -129,3 +132,41 @@ def test_losing_a_ranker_replica_costs_no_call_an_internal_error(app) -> None:
             w.join(60)
     assert set(codes) <= {"OK", "UNAVAILABLE"}, codes  # never INTERNAL/UNKNOWN
     assert codes["UNAVAILABLE"] == 0, codes  # two replicas + retries: nothing reached the caller
+
+
+def test_a_saturated_graph_sheds_at_once_with_a_retry_hint(app) -> None:
+    """An app whose admission lets one request in at a time (and a 10 ms wait target): a burst of 16
+    concurrent searches gets RESOURCE_EXHAUSTED at once for the ones that would queue, with a
+    retry-after-ms hint, the rest answered; the sheds are in the ingress's log with their code."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+    from shoprank.serve_app import server
+
+    from tests.serving_helpers import TEST_REPLICA_CPUS
+
+    name = "saturated"
+    server.deploy({"index_dir": str(app["index"]), "encoder": "tiny", **TEST_REPLICA_CPUS,
+                   "serving": {"admission_min_in_flight": 1, "admission_target_wait_s": 0.01,
+                               "request_timeout_s": 60}}, name=name)  # fmt: skip
+    channel = grpc.insecure_channel(f"localhost:{app['port']}")
+    call = channel.unary_unary("/shoprank.v1.SearchService/Search")
+
+    def one(i: int) -> tuple[str, dict]:
+        try:
+            call(pb2.SearchRequest(query=f"boots {i}", k=5).SerializeToString(),
+                 metadata=[("application", name)], timeout=60)  # fmt: skip
+            return "OK", {}
+        except grpc.RpcError as e:
+            return e.code().name, dict(e.trailing_metadata() or ())
+
+    try:
+        with ThreadPoolExecutor(16) as ex:
+            results = list(ex.map(one, range(16)))
+    finally:
+        channel.close()
+        serve.delete(name)
+    codes = Counter(code for code, _ in results)
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
+    assert codes["OK"] >= 1 and codes["RESOURCE_EXHAUSTED"] >= 1, codes
+    assert all(int(md["retry-after-ms"]) > 0 for code, md in results if code == "RESOURCE_EXHAUSTED")

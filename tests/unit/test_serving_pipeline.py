@@ -104,3 +104,29 @@ def test_checkpoint_serves_trained_heads(tmp_path, cat) -> None:
     # the pretrained encoder cannot serve an index embedded by the checkpoint
     with pytest.raises(ConfigError, match="rebuild the index"):
         SearchPipeline(index, encoder="tiny")
+
+
+def test_the_flow_drops_queries_whose_deadline_has_passed() -> None:
+    """A query past its deadline when its batch reaches ranking is not computed; the others are."""
+    import time
+
+    from shoprank.serving.flow import DeadlineExpired, Stages, run_flow, run_sync
+    from shoprank.serving.stages import EncodedQuery, RankedList, Retrieved
+    from shoprank.serving.validation import Query
+
+    ranked: list[str] = []
+
+    def encode(texts):
+        return [EncodedQuery(embedding=None, intent=None, encode_ms=0.0) for _ in texts]
+
+    def retrieve(jobs):
+        return [Retrieved(positions=[], index_dir="", index_version="v", search_ms=0.0) for _ in jobs]
+
+    def rank(jobs):
+        ranked.extend(j.query for j in jobs)
+        return [RankedList(items=[], model_version="m", index_version="v", batch_size=len(jobs)) for _ in jobs]
+
+    live, late = Query(query="live", k=1), Query(query="late", k=1, deadline=time.monotonic() - 1)
+    out = run_sync(run_flow(Stages(encode, retrieve, rank), [live, late], 10))
+    assert ranked == ["live"]
+    assert not isinstance(out[0], DeadlineExpired) and isinstance(out[1], DeadlineExpired)

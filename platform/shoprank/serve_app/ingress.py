@@ -57,7 +57,7 @@ from shoprank.serve_app.tracing import tag_request
 from shoprank.serving.auth import check_token, resolve_token
 from shoprank.serving.client import RETRY_AFTER_HEADER, TIMEOUT_HEADER
 from shoprank.serving.config import ServingConfig
-from shoprank.serving.flow import Stages, run_flow
+from shoprank.serving.flow import DeadlineExpired, Stages, run_flow
 from shoprank.serving.pipeline import to_response
 from shoprank.serving.protos import UnreadableRequest, pb2
 from shoprank.serving.stages import SearchResult
@@ -248,6 +248,7 @@ class SearchIngress:
             grpc_context.set_trailing_metadata([(RETRY_AFTER_HEADER, str(int(retry_after * 1000)))])
             busy = f"overloaded, shed ({self.admission.in_flight} in flight); retry after {retry_after:.2f}s"
             return fail(grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
+        q.deadline = time.monotonic() + budget  # the flow drops it between stages once this has passed
         try:
             res = await asyncio.wait_for(self._run(q), timeout=budget)
         except InvalidRequest as e:
@@ -293,14 +294,14 @@ class SearchIngress:
             self.retries += 1
             METRICS.retry("Search" if q.item_ids is None else "Rank")
             res = await self.coalesce(q)
-        if isinstance(res, InvalidRequest):
+        if isinstance(res, InvalidRequest | DeadlineExpired):
             raise res
         return res
 
     # Concurrent requests are coalesced (``Coalescer``): one call to each deployment per batch
     # instead of one per request, so Serve's per-call cost is paid per batch. Several batches may
     # be in flight at once (``ingress_batches_in_flight``, default 2: one encoding while another ranks).
-    async def _run_batch(self, qs: list[Query]) -> list[SearchResult | InvalidRequest]:
+    async def _run_batch(self, qs: list[Query]) -> list[SearchResult | InvalidRequest | DeadlineExpired]:
         self.stats.record(len(qs))
         METRICS.batch("ingress", len(qs))
         return await run_flow(self.stages, qs, self.cfg.num_candidates)

@@ -9,6 +9,10 @@ Both runtimes call :func:`run_flow` with their three stages (see :mod:`shoprank.
 Error behaviour (the same in both): a query its stages reject as sent (e.g. unknown item ids)
 comes back as an :class:`~shoprank.serving.validation.InvalidRequest` in its own slot, and the
 rest of the batch is answered; any other exception from a stage fails the whole batch.
+
+Deadlines: a query with a ``deadline`` (``time.monotonic()`` seconds, set by the ingress from the
+caller's budget) that has passed when its batch reaches retrieval or ranking is dropped there (its
+slot gets a :class:`DeadlineExpired`), so no stage computes an answer nobody waits for.
 """
 
 from __future__ import annotations
@@ -46,20 +50,34 @@ async def _call(stage: Stage[In, Out], items: list[In]) -> list[Out]:
     return list(out)  # type: ignore[arg-type]
 
 
-async def run_flow(stages: Stages, queries: list[Query], num_candidates: int) -> list[SearchResult | InvalidRequest]:
+class DeadlineExpired(TimeoutError):
+    """A query dropped by the flow because its deadline passed before a stage computed it."""
+
+
+def _live(queries: list[Query], among: list[int]) -> list[int]:
+    now = time.monotonic()
+    return [i for i in among if queries[i].deadline is None or queries[i].deadline > now]
+
+
+async def run_flow(
+    stages: Stages, queries: list[Query], num_candidates: int
+) -> list[SearchResult | InvalidRequest | DeadlineExpired]:
     """Search (or Rank, for queries with ``item_ids``) a batch: one call per stage for all of it."""
     t0 = time.perf_counter()
     encoded = await _call(stages.encode, [q.query for q in queries])
     t1 = time.perf_counter()
-    search = [i for i, q in enumerate(queries) if q.item_ids is None]
+    live = _live(queries, list(range(len(queries))))
+    search = [i for i in live if queries[i].item_ids is None]
     found: dict[int, Retrieved] = {}
     if search:
         filters = [None if queries[i].filters.is_empty() else queries[i].filters for i in search]
         jobs = [RetrieveJob(encoded[i].embedding, f, num_candidates) for i, f in zip(search, filters, strict=True)]
         found = dict(zip(search, await _call(stages.retrieve, jobs), strict=True))
     t2 = time.perf_counter()
+    live = _live(queries, live)
     rank_jobs = []
-    for i, (q, e) in enumerate(zip(queries, encoded, strict=True)):
+    for i in live:
+        q, e = queries[i], encoded[i]
         r = found.get(i)  # Rank requests bring their ids and use the ranker's current index version
         rank_jobs.append(
             RankJob(
@@ -69,10 +87,14 @@ async def run_flow(stages: Stages, queries: list[Query], num_candidates: int) ->
                 filtered=not q.filters.is_empty(), custom_weights=q.custom_weights,
             )
         )  # fmt: skip
-    ranked = await _call(stages.rank, rank_jobs)
+    ranked = dict(zip(live, await _call(stages.rank, rank_jobs) if rank_jobs else [], strict=True))
     t3 = time.perf_counter()
-    out: list[SearchResult | InvalidRequest] = []
-    for i, (q, e, r) in enumerate(zip(queries, encoded, ranked, strict=True)):
+    out: list[SearchResult | InvalidRequest | DeadlineExpired] = []
+    for i, (q, e) in enumerate(zip(queries, encoded, strict=True)):
+        r = ranked.get(i)
+        if r is None:
+            out.append(DeadlineExpired("dropped before it was computed: its deadline had passed"))
+            continue
         if r.error:
             out.append(InvalidRequest(r.error))
             continue

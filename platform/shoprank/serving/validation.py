@@ -46,6 +46,7 @@ class Query:
     weights: dict[str, float] = field(default_factory=dict)
     item_ids: list[str] | None = None
     custom_weights: bool = False  # the request sent blend_weights (else ``weights`` are the server's)
+    deadline: float | None = None  # time.monotonic() after which nobody waits for the answer (the ingress sets it)
 
 
 def _unknown_fields(msg: Message, where: str) -> None:
