@@ -45,12 +45,10 @@ def deploy_tiny(index_dir: Path, name: str, **args: object) -> int:
     """Serve's gRPC proxy on a free port and the app ``name`` over ``index_dir`` (tiny encoder, the
     test replicas' CPUs; ``args``: more app args); the port."""
     from ray import serve
-    from shoprank.net import free_port
     from shoprank.serve_app import server
 
     serve.shutdown()  # a Serve left running by another module keeps its own gRPC port
-    port = free_port()
-    server.start_serve(port)
+    port = server.start_serve()
     server.deploy({"index_dir": str(index_dir), "encoder": "tiny", **args, **TEST_REPLICA_CPUS}, name=name)
     return port
 

@@ -24,7 +24,6 @@ from shoprank.data.sources.bestbuy import load_bestbuy_clicks, write_bestbuy_cli
 from shoprank.eval.runner import catalogue_items, click_log_split, evaluate_clicks
 from shoprank.model import ModelConfig, MultiTaskModel, load_model, save_checkpoint
 from shoprank.model.checkpoint import expected_model_version
-from shoprank.net import free_port
 from shoprank.serving.client import SearchClient
 from shoprank.serving.replay import read_clicks, replay
 from shoprank.store.load import load_events
@@ -61,8 +60,10 @@ def world(ray_local, tmp_path_factory):
     loaded, _ = load_model(ck)
     index = index_with_model(loaded, cat, tmp / "index", expected_model_version(ck))
     store = LocalStore(tmp / "store").start()
-    port = free_port()
-    server.start_serve(port)
+    from ray import serve
+
+    serve.shutdown()  # a Serve left running by another module keeps its own gRPC port
+    port = server.start_serve()
     server.deploy(
         {"index_dir": str(index), "checkpoint": str(ck), "store_url": store.url,
          "serving": {"num_candidates": 100, "store_timeout_s": 2.0, "request_timeout_s": 120}, **TEST_REPLICA_CPUS},

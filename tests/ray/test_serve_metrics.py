@@ -1,10 +1,11 @@
 """Metrics, logs and traces of the served app, read where an operator reads them.
 
 One tiny app for the module with tracing on (every request sampled, spans as JSON lines in a temp
-dir). Requests go over real gRPC; then the custom series are scraped from Ray's Prometheus endpoint
-(the node's metrics agent, ``metrics_export_port``), the ingress's log file is read as JSON lines, and
-one request's spans are put back together into a tree. Ray pushes metrics every few seconds: every
-check polls with a bounded wait and asserts values, never timings.
+dir and exported over OTLP/gRPC to a real collector endpoint this module runs: the OTLP trace service
+of ``opentelemetry-proto``, recording what it receives). Requests go over real gRPC; then the custom
+series are scraped from Ray's Prometheus endpoint (the node's metrics agent, ``metrics_export_port``),
+the ingress's log file is read as JSON lines, and one request's spans are put back together into a
+tree. Ray pushes metrics every few seconds: every check polls with a bounded wait and asserts values, never timings.
 """
 
 from __future__ import annotations
@@ -23,6 +24,32 @@ from shoprank.serving.protos import pb2
 
 from tests.serving_helpers import deploy_tiny, indexed_catalogue, text_of
 
+
+class Collector:
+    """A real OTLP/gRPC trace endpoint (``TraceService/Export``) on a free local port; keeps what it gets."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        self.spans: list[tuple[str, dict[str, str], dict[str, str]]] = []  # name, attributes, resource
+        self.server = grpc.server(futures.ThreadPoolExecutor(2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def Export(self, request, context):  # noqa: N802 - the OTLP service's method
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        for rs in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    self.spans.append((sp.name, {a.key: a.value.string_value for a in sp.attributes}, resource))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
 APP = "metrics"
 META = [("application", APP)]
 N_SEARCH, N_RANK, N_BAD = 6, 3, 2
@@ -35,9 +62,10 @@ def app(ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("metrics")
     cat, _ = indexed_catalogue(tmp)
     serve.shutdown()  # other modules may start Serve with their own options
-    spans = tmp / "spans"
-    port = deploy_tiny(tmp / "index", APP, store_url=None, serving={"request_timeout_s": 120},
-                       tracing={"enabled": True, "sampling_ratio": 1.0, "span_dir": str(spans)})  # fmt: skip
+    spans, collector = tmp / "spans", Collector()
+    tracing = {"enabled": True, "sampling_ratio": 1.0, "span_dir": str(spans),
+               "otlp_endpoint": f"http://127.0.0.1:{collector.port}"}  # fmt: skip
+    port = deploy_tiny(tmp / "index", APP, store_url=None, serving={"request_timeout_s": 120}, tracing=tracing)
     channel = grpc.insecure_channel(f"localhost:{port}")
     stub_search = channel.unary_unary("/shoprank.v1.SearchService/Search", pb2.SearchRequest.SerializeToString,
                                       pb2.SearchResponse.FromString)  # fmt: skip
@@ -52,7 +80,8 @@ def app(ray_local, tmp_path_factory):
         with pytest.raises(grpc.RpcError) as e:
             stub_search(pb2.SearchRequest(query="boots", k=0), metadata=META, timeout=120)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    yield {"responses": responses, "spans": spans}
+    yield {"responses": responses, "spans": spans, "collector": collector}
+    collector.server.stop(0)
     channel.close()
     serve.delete(APP)
     serve.shutdown()
@@ -200,3 +229,14 @@ def test_one_request_is_one_span_tree_across_the_four_deployments(app) -> None:
     names = under_root(root, spans)
     assert want <= names, names
     assert all(s["trace_id"] == root["trace_id"] for s in spans)
+
+
+def test_spans_reach_an_otlp_collector(app) -> None:
+    """With an OTLP endpoint configured, every deployment's spans are exported to it (batched)."""
+    request_id = app["responses"][0].request_id
+    stages = ("SearchIngress Search", "QueryIntent __call__", "CandidateRetriever __call__", "MultiTaskRanker __call__")
+    want = {f"replica_handle_request {d}" for d in stages}
+    got = poll(lambda: list(app["collector"].spans), lambda s: want <= {n for n, _, _ in s}, timeout_s=60)
+    assert want <= {n for n, _, _ in got}, {n for n, _, _ in got}
+    assert any(a.get("shoprank_request_id") == request_id for _, a, _ in got)
+    assert all(r.get("service.name") == "shoprank" for _, _, r in got)

@@ -32,13 +32,14 @@ APP = "shoprank"
 @pytest.fixture(scope="module")
 def served(ray_local, tmp_path_factory):
     from shoprank.model.text import item_text
-    from shoprank.net import free_port
     from shoprank.serve_app import server
 
     tmp = tmp_path_factory.mktemp("serving")
     cat, manifest = indexed_catalogue(tmp, "index_v1")
-    port = free_port()
-    server.start_serve(port)
+    from ray import serve
+
+    serve.shutdown()  # a Serve left running by another module keeps its own gRPC port
+    port = server.start_serve()
     args = {
         "index_dir": str(tmp / "index_v1"),
         "encoder": "tiny",

@@ -39,7 +39,6 @@ def run_demo_serving(
     """
     import ray
 
-    from shoprank.net import free_port
     from shoprank.ray_runtime import init_ray
     from shoprank.retrieval.build import build_index
     from shoprank.serve_app import server
@@ -66,9 +65,8 @@ def run_demo_serving(
         print(f"  index {m['index_version']}: {m['num_items']:,} items, dim {m['dim']}, "
               f"{'hnsw' if m.get('hnsw') else 'exact'} search, model {m['model_version']} "
               f"({time.perf_counter() - t0:.1f}s, Ray Data)")  # fmt: skip
-        port = free_port()
         t0 = time.perf_counter()
-        server.start_serve(port)
+        port = server.start_serve()
         app_args: dict[str, Any] = {"index_dir": str((out_dir / "index").resolve()), "encoder": encoder}
         if checkpoint:
             app_args["checkpoint"] = str(Path(checkpoint).resolve())

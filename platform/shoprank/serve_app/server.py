@@ -11,17 +11,31 @@ from shoprank.serving.client import DEFAULT_APPLICATION
 log = logging.getLogger("shoprank.serving")
 
 
-def start_serve(grpc_port: int, http_port: int | None = None) -> None:
-    """Start Serve (Ray must be initialised) with the gRPC proxy on ``grpc_port``."""
+def start_serve(grpc_port: int | None = None, http_port: int | None = None, attempts: int = 5) -> int:
+    """Start Serve (Ray must be initialised) with the gRPC proxy on ``grpc_port``; the port.
+
+    Without ``grpc_port``, a free one: a port found free can be taken by another process (Ray starts
+    workers that bind ephemeral ports) before the proxy binds it, so on a bind failure Serve is shut
+    down and started again on another free port, up to ``attempts`` times."""
     from ray import serve
     from ray.serve.config import HTTPOptions, gRPCOptions
 
     from shoprank.serve_app.app import GRPC_SERVICER_FUNCTIONS
 
-    serve.start(
-        http_options=HTTPOptions(host="127.0.0.1", port=http_port or free_port()),
-        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=GRPC_SERVICER_FUNCTIONS),
-    )
+    for attempt in range(1 if grpc_port else attempts):
+        port = grpc_port or free_port()
+        try:
+            serve.start(
+                http_options=HTTPOptions(host="127.0.0.1", port=http_port or free_port()),
+                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=GRPC_SERVICER_FUNCTIONS),
+            )
+            return port
+        except Exception as e:
+            if grpc_port or "Failed to bind" not in str(e) or attempt == attempts - 1:
+                raise
+            log.warning("Serve's proxy could not bind port %d (taken meanwhile); trying another", port)
+            serve.shutdown()
+    raise AssertionError("unreachable")
 
 
 def deploy(app_args: dict[str, Any], name: str = DEFAULT_APPLICATION, blocking: bool = False) -> None:

@@ -10,9 +10,9 @@ Turn it on with the app arg ``tracing`` (:class:`TracingArgs`): ``build_app`` se
 ``RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH`` (this module's :func:`span_processors`) and
 ``RAY_SERVE_TRACING_SAMPLING_RATIO`` in the replicas' environment. Where the spans go is read there:
 
-- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set: batched OTLP/gRPC export
-  (needs ``opentelemetry-exporter-otlp-proto-grpc``, not installed by default; the standard ``OTEL_*``
-  variables configure it);
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, or ``otlp_endpoint``) set:
+  batched OTLP/gRPC export (``opentelemetry-exporter-otlp-proto-grpc``, a pinned dependency; the
+  standard ``OTEL_*`` variables configure it; tested against a real OTLP trace endpoint);
 - ``SHOPRANK_TRACE_DIR`` set: one JSON line per span into ``<dir>/spans-<pid>.jsonl``;
 - neither: Serve's default file exporter (``<ray logs>/serve/spans/``).
 
@@ -74,7 +74,7 @@ def span_processors() -> list[Any]:
         try:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         except ImportError as e:
-            raise ImportError("an OTLP endpoint is set: pip install opentelemetry-exporter-otlp-proto-grpc") from e
+            raise ImportError("an OTLP endpoint is set: install opentelemetry-exporter-otlp-proto-grpc") from e
         out.append(BatchSpanProcessor(OTLPSpanExporter()))
     if os.environ.get(TRACE_DIR_ENV):
         out.append(SimpleSpanProcessor(JsonLinesSpanExporter(Path(os.environ[TRACE_DIR_ENV]))))
