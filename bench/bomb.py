@@ -80,15 +80,13 @@ def call_watching(pid: int, port: int, app: str, kind: str, size: int) -> dict[s
 
 def phase(name: str, index: Path, tmp: Path) -> dict[str, Any]:
     """One Ray + Serve with the phase's environment (set before Ray starts), then the calls."""
-    from shoprank.net import free_port
     from shoprank.ray_runtime import init_ray
     from shoprank.request_limits import max_request_bytes
     from shoprank.serve_app import server
     from shoprank.serve_app.processes import proxy_pids
 
     init_ray(num_cpus=2, serve=True, _temp_dir=str(tmp / f"ray_{name.replace(' ', '_')}"))
-    port = free_port()
-    server.start_serve(port)
+    port = server.start_serve()
     app = "bomb"
     server.deploy({"index_dir": str(index), "encoder": "tiny", "ranker_num_cpus": 0.25, "intent_num_cpus": 0.25,
                    "retriever_num_cpus": 0.1, "ingress_num_cpus": 0.1}, name=app)  # fmt: skip

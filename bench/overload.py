@@ -100,7 +100,6 @@ def main() -> None:
     os.environ.update({"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"})
     from shoprank.files import atomic_write_json, atomic_write_text
     from shoprank.hashing import allow_default_salt
-    from shoprank.net import free_port
     from shoprank.ray_runtime import init_ray
     from shoprank.retrieval.build import build_index
     from shoprank.retrieval.synthetic import catalogue
@@ -118,8 +117,7 @@ def main() -> None:
         catalogue(2000).write_parquet(cat)
         init_ray(serve=True, _temp_dir=str(Path(tmp) / "ray"))
         build_index(cat, Path(tmp) / "index")
-        port = free_port()
-        server.start_serve(port)
+        port = server.start_serve()
         try:
             for name, extra in phases.items():
                 app = name.replace(" ", "-")

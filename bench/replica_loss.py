@@ -91,7 +91,6 @@ def main() -> None:
     from ray import serve
     from shoprank.files import atomic_write_json, atomic_write_text
     from shoprank.hashing import allow_default_salt
-    from shoprank.net import free_port
     from shoprank.ray_runtime import init_ray
     from shoprank.retrieval.build import build_index
     from shoprank.retrieval.synthetic import catalogue
@@ -104,8 +103,7 @@ def main() -> None:
         catalogue(2000).write_parquet(cat)
         init_ray(num_cpus=4, serve=True, _temp_dir=str(Path(tmp) / "ray"))  # 4 logical CPUs: room for 2 rankers
         build_index(cat, Path(tmp) / "index")
-        port = free_port()
-        server.start_serve(port)
+        port = server.start_serve()
         try:
             for n in (1, 2):
                 app = f"loss{n}"

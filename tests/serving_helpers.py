@@ -44,11 +44,9 @@ def indexed_catalogue(tmp: Path, index_name: str = "index") -> tuple[pl.DataFram
 def deploy_tiny(index_dir: Path, name: str, **args: object) -> int:
     """Serve's gRPC proxy on a free port and the app ``name`` over ``index_dir`` (tiny encoder, the
     test replicas' CPUs; ``args``: more app args); the port."""
-    from ray import serve
     from shoprank.serve_app import server
 
-    serve.shutdown()  # a Serve left running by another module keeps its own gRPC port
-    port = server.start_serve()
+    port = server.start_serve()  # a fresh Serve on a free port
     server.deploy({"index_dir": str(index_dir), "encoder": "tiny", **args, **TEST_REPLICA_CPUS}, name=name)
     return port
 

@@ -36,10 +36,7 @@ def served(ray_local, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serving")
     cat, manifest = indexed_catalogue(tmp, "index_v1")
-    from ray import serve
-
-    serve.shutdown()  # a Serve left running by another module keeps its own gRPC port
-    port = server.start_serve()
+    port = server.start_serve()  # a fresh Serve on a free port
     args = {
         "index_dir": str(tmp / "index_v1"),
         "encoder": "tiny",

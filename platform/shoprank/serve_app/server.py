@@ -14,13 +14,17 @@ log = logging.getLogger("shoprank.serving")
 def start_serve(grpc_port: int | None = None, http_port: int | None = None, attempts: int = 5) -> int:
     """Start Serve (Ray must be initialised) with the gRPC proxy on ``grpc_port``; the port.
 
-    Without ``grpc_port``, a free one: a port found free can be taken by another process (Ray starts
-    workers that bind ephemeral ports) before the proxy binds it, so on a bind failure Serve is shut
-    down and started again on another free port, up to ``attempts`` times."""
+    Without ``grpc_port``, a free one, on a fresh Serve (one already running, e.g. left by an earlier
+    caller, is shut down first: it would keep its own port): a port found free can be taken by another
+    process (Ray starts workers that bind ephemeral ports) before the proxy binds it, so on a bind
+    failure Serve is shut down and started again on another free port, up to ``attempts`` times."""
     from ray import serve
     from ray.serve.config import HTTPOptions, gRPCOptions
 
     from shoprank.serve_app.app import GRPC_SERVICER_FUNCTIONS
+
+    if grpc_port is None:
+        serve.shutdown()
 
     for attempt in range(1 if grpc_port else attempts):
         port = grpc_port or free_port()

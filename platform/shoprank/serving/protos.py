@@ -69,13 +69,7 @@ def _add_lenient(servicer: object, server: Any, module: ModuleType, service: str
 
     desc = module.DESCRIPTOR.services_by_name[service]
     handlers = {
-        m.name: grpc.unary_stream_rpc_method_handler(
-            getattr(servicer, m.name),
-            request_deserializer=lenient(getattr(module, m.input_type.name)),
-            response_serializer=getattr(module, m.output_type.name).SerializeToString,
-        )
-        if m.server_streaming
-        else grpc.unary_unary_rpc_method_handler(
+        m.name: (grpc.unary_stream_rpc_method_handler if m.server_streaming else grpc.unary_unary_rpc_method_handler)(
             getattr(servicer, m.name),
             request_deserializer=lenient(getattr(module, m.input_type.name)),
             response_serializer=getattr(module, m.output_type.name).SerializeToString,
