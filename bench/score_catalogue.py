@@ -14,6 +14,10 @@ Four measurements, each printed as a ratio measured side by side in this run:
    per side on 2 cores).
 2. **Nodes** (real MiniLM, a smaller Instacart slice): a ``ray.cluster_utils.Cluster`` with one
    1-CPU node, then two; items/s with one actor per node.
+4. **Encoder runtime** (``--only runtime``; issue 18): the same floor loop with the int8 ONNX
+   encoder (``encoder_runtime="onnx-int8"``) against today's torch floor, and the Ray job with the
+   int8 encoder against both floors, all in this run on the same catalogue (whole Instacart, or
+   ``--slice N`` items). Targets: int8 floor >= 2x torch floor; Ray int8 / int8 floor >= 0.8x.
 3. **Memory vs catalogue size** (the *tiny* random encoder, because full MiniLM on 1M items
    would take ~50 minutes on 2 cores): synthetic catalogues of 50k .. 1M items, each job in a
    fresh process; peak RSS of the driver and of the whole Ray process tree (sampled from /proc).
@@ -140,7 +144,9 @@ def synthetic_catalogue(work: Path, n: int) -> Path:
 
 
 # -- measurements --------------------------------------------------------------------------
-def floor_items_per_s(catalogue: Path, shard_size: int, batch_size: int, encoder: str = "minilm") -> dict[str, Any]:
+def floor_items_per_s(
+    catalogue: Path, shard_size: int, batch_size: int, encoder: str = "minilm", encoder_runtime: str = "torch"
+) -> dict[str, Any]:
     """Single process, plain loop: same shards, same scorer and model, same batch size."""
     import polars as pl
     import torch
@@ -150,7 +156,9 @@ def floor_items_per_s(catalogue: Path, shard_size: int, batch_size: int, encoder
 
     spec = parse_spec({**SPEC, "output": "unused"})
     t0 = time.perf_counter()
-    scorer = CampaignScorer(spec.model_dump(mode="json"), encoder=encoder, inner_batch_size=batch_size)
+    scorer = CampaignScorer(
+        spec.model_dump(mode="json"), encoder=encoder, inner_batch_size=batch_size, encoder_runtime=encoder_runtime
+    )
     n = source.count_rows(source.scan(catalogue, "parquet"))
     rows = 0
     for shard in source.plan_shards(n, shard_size):
@@ -162,6 +170,7 @@ def floor_items_per_s(catalogue: Path, shard_size: int, batch_size: int, encoder
         "seconds": round(dt, 2),
         "items_per_s": round(rows / dt, 1),
         "torch_threads": torch.get_num_threads(),
+        "encoder_runtime": scorer.model.encoder_runtime,
     }
 
 
@@ -186,6 +195,7 @@ def ray_items_per_s(
     encoder: str,
     actors: int | None,
     max_shards: int | None = None,
+    encoder_runtime: str = "torch",
 ) -> dict[str, Any]:
     from shoprank.campaign import parse_spec, run_campaign
 
@@ -193,7 +203,8 @@ def ray_items_per_s(
     spec = parse_spec({**SPEC, "output": str(out)})
     t0 = time.perf_counter()
     r = run_campaign(spec, catalogue, encoder=encoder, shard_size=shard_size, inner_batch_size=batch_size,
-                     num_actors=actors, progress=False, on_shard=stop_after(max_shards))  # fmt: skip
+                     num_actors=actors, progress=False, on_shard=stop_after(max_shards),
+                     encoder_runtime=encoder_runtime)  # fmt: skip
     dt = time.perf_counter() - t0
     items = r.rows if r.complete else min(r.rows, r.shards_computed * shard_size)
     return {"items": items, "seconds": round(dt, 2), "items_per_s": round(items / dt, 1), "actors": actors,
@@ -217,6 +228,40 @@ def bench_ray_vs_floor(cat: Path, work: Path, shard_size: int, batch_size: int, 
     ratio = job["items_per_s"] / floor["items_per_s"]
     print(f"    ray:   {job}\n    ratio ray/floor = {ratio:.2f}x (target >= 0.8x)", flush=True)
     return {"catalogue": cat.name, "encoder": encoder, "floor": floor, "ray": job, "ratio": round(ratio, 3)}
+
+
+def bench_runtime(
+    cat: Path, work: Path, shard_size: int, batch_size: int, runtime: str = "onnx-int8"
+) -> dict[str, Any]:
+    """Floor (torch), floor (``runtime``) and the Ray job (``runtime``) on the same catalogue, back to back."""
+    import ray
+
+    cores = os.cpu_count() or 1
+    print(f"[4] encoder runtime: {runtime} vs torch on {cat.name} (MiniLM, batch {batch_size}, shard {shard_size})",
+          flush=True)  # fmt: skip
+    # the ONNX files are exported (and gated) once before anything is timed, as a deployment would have them
+    from shoprank.model.checkpoint import load_model
+
+    load_model(None, encoder="minilm", encoder_runtime=runtime)
+    torch_floor = floor_items_per_s(cat, shard_size, batch_size, "minilm")
+    print(f"    floor torch: {torch_floor}", flush=True)
+    fast_floor = floor_items_per_s(cat, shard_size, batch_size, "minilm", runtime)
+    print(f"    floor {runtime}: {fast_floor}", flush=True)
+    init_ray(num_cpus=cores, with_runtime_env=False)
+    try:
+        job = ray_items_per_s(cat, work / "out-ray-runtime", shard_size, batch_size, "minilm", cores,
+                              encoder_runtime=runtime)  # fmt: skip
+    finally:
+        ray.shutdown()
+    floor_gain = fast_floor["items_per_s"] / torch_floor["items_per_s"]
+    job_gain = job["items_per_s"] / torch_floor["items_per_s"]
+    ray_vs_floor = job["items_per_s"] / fast_floor["items_per_s"]
+    print(f"    ray {runtime}: {job}\n    {runtime} floor / torch floor = {floor_gain:.2f}x (target >= 2x); "
+          f"ray {runtime} / torch floor = {job_gain:.2f}x; ray/floor ({runtime}) = {ray_vs_floor:.2f}x "
+          "(target >= 0.8x)", flush=True)  # fmt: skip
+    return {"catalogue": cat.name, "runtime": runtime, "torch_floor": torch_floor, "runtime_floor": fast_floor,
+            "ray": job, "floor_gain": round(floor_gain, 3), "ray_gain_over_torch_floor": round(job_gain, 3),
+            "ray_vs_floor": round(ray_vs_floor, 3)}  # fmt: skip
 
 
 def bench_nodes(work: Path, n: int, shard_size: int, batch_size: int) -> dict[str, Any]:
@@ -289,12 +334,39 @@ def bench_memory(work: Path, sizes: list[int], shard_size: int, max_shards: int)
     }
 
 
+def write_runtime_md(results: dict[str, Any], path: Path) -> None:
+    """The encoder-runtime section as markdown (atomically)."""
+    from shoprank.files import atomic_write_text
+
+    r = results["encoder_runtime"]
+    t, f, j = r["torch_floor"], r["runtime_floor"], r["ray"]
+    load = ", ".join(f"{x:.1f}" for x in results["load_avg_start"])
+    text = f"""# bench/score_catalogue.py --only runtime — campaign scoring with the {r["runtime"]} encoder (issue 18)
+
+{r["catalogue"]}, pretrained all-MiniLM-L6-v2, batch 64, {results["cores"]} cores (load average at start {load}).
+Every figure from one run, back to back on the same catalogue, scorer and batch size.
+
+| side | items | seconds | items/s |
+| --- | --- | --- | --- |
+| floor, torch fp32 ({t["torch_threads"]} threads) | {t["items"]:,} | {t["seconds"]} | {t["items_per_s"]} |
+| floor, {r["runtime"]} | {f["items"]:,} | {f["seconds"]} | {f["items_per_s"]} |
+| Ray Data job, {r["runtime"]} ({j["actors"]} actors) | {j["items"]:,} | {j["seconds"]} | {j["items_per_s"]} |
+
+- {r["runtime"]} floor / torch floor: **{r["floor_gain"]:.2f}×** (target ≥ 2×)
+- Ray job ({r["runtime"]}) / torch floor: **{r["ray_gain_over_torch_floor"]:.2f}×**
+- Ray job / floor, both {r["runtime"]}: **{r["ray_vs_floor"]:.2f}×** (target ≥ 0.8×)
+"""
+    atomic_write_text(path, text)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller slices (minutes on 2 cores)")
     p.add_argument("--out", default=str(REPO / "out" / "bench" / "score_catalogue"))
     p.add_argument("--work", default="/tmp/shoprank-bench-score-catalogue", help="cached catalogues")
-    p.add_argument("--only", choices=["floor", "floor-1m", "nodes", "memory"], default=None)
+    p.add_argument("--only", choices=["floor", "floor-1m", "nodes", "memory", "runtime"], default=None)
+    p.add_argument("--slice", type=int, default=None, help="[4] runtime: first N Instacart items (default: all)")
+    p.add_argument("--runtime", default="onnx-int8", choices=["onnx", "onnx-int8"], help="[4]: the runtime to compare")
     p.add_argument("--shard-size", type=int, default=None)
     p.add_argument("--memory-shards", type=int, default=None, help="memory runs stop after this many shards (0: all)")
     p.add_argument("--memory-sizes", default=None, help="comma-separated catalogue sizes for the memory runs")
@@ -317,6 +389,9 @@ def main() -> int:
         # path, same architecture, fewer/smaller layers) runs both sides over the whole catalogue.
         cat = synthetic_catalogue(work, 50_000 if quick else 1_000_000)
         results["ray_vs_floor_synthetic"] = bench_ray_vs_floor(cat, work, args.shard_size or 8192, 256, "tiny")
+    if args.only in (None, "runtime"):
+        cat = instacart_catalogue(work, args.slice or (2048 if quick else None))
+        results["encoder_runtime"] = bench_runtime(cat, work, args.shard_size or 256, 64, args.runtime)
     if args.only in (None, "nodes"):
         results["nodes"] = bench_nodes(work, 512 if quick else 4096, args.shard_size or 128, 64)
     if args.only in (None, "memory"):
@@ -327,6 +402,8 @@ def main() -> int:
         results["memory"] = bench_memory(work, sizes, args.shard_size or (4096 if quick else 8192), max_shards)
     results["load_avg_end"] = os.getloadavg()
     (out / "bench.json").write_text(json.dumps(results, indent=2))
+    if "encoder_runtime" in results:
+        write_runtime_md(results, REPO / "bench" / "results" / "score_catalogue_runtime.md")
     print(json.dumps(results, indent=2))
     return 0
 

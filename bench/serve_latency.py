@@ -2,6 +2,7 @@
 
     python bench/serve_latency.py            # catalogues of 10k and 100k items, ANN on 1M vectors
     python bench/serve_latency.py --quick    # 10k items, fewer requests, ANN on 200k vectors
+    python bench/serve_latency.py --quick --runtimes-only   # the encoder runtimes section alone
 
 For each catalogue size, with the real all-MiniLM-L6-v2 encoder (pretrained, no checkpoint):
 
@@ -15,8 +16,15 @@ allows the graph (``--floor-only`` runs just this); then ANN recall@100 of the H
 against exact search on synthetic unit vectors of dim 384 (clustered, like real embeddings; the
 output says so), with the per-query speed-up.
 
+Encoder runtimes (issue 18; ``--runtimes``, or ``--runtimes-only``): c1 and c16 p50 of served Search
+and of the in-process pipeline with the query encoder on torch fp32, then on ONNX int8
+(``serving.encoder_runtime``), same index and requests, in this run -> int8/torch p50 ratios.
+
 Targets (issue 4): served p50 <= 1.5x in-process, served p99 <= 3x served p50, batching >= 3x,
 recall@100 >= 0.98. Every ratio comes from this one run; results also go to --out as JSON.
+
+The module is over 500 lines because it holds the served graph's four measurements (latency, Serve's
+floor, ANN, encoder runtimes), which share its request set, index builder and load generator.
 """
 
 from __future__ import annotations
@@ -216,6 +224,102 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
     return res
 
 
+def bench_runtimes(n: int, args, out: Path, runtimes: tuple[str, ...] = ("torch", "onnx-int8")) -> dict:
+    """c1/c16 p50, served and in-process, with the query encoder on each runtime (one app at a time, same
+    index and requests; the ONNX files are exported before any timing)."""
+    from ray import serve
+    from shoprank.model.checkpoint import load_model
+    from shoprank.serve_app import server
+    from shoprank.serving.client import SearchClient
+    from shoprank.serving.config import ServingConfig
+    from shoprank.serving.pipeline import SearchPipeline
+    from shoprank.serving.protos import pb2
+
+    print(f"\n== encoder runtimes {' vs '.join(runtimes)}: catalogue of {n:,} items ==", flush=True)
+    index, note = build_catalogue_index(n, out, out / "cache", args.embed_max)
+    for runtime in runtimes:
+        load_model(None, encoder="minilm", encoder_runtime=runtime)  # export (once) before anything is timed
+    reqs, warm = make_requests(args.requests, pb2), make_requests(16, pb2)
+    res: dict = {"items": n, "item_vectors": note, "by_runtime": {}}
+    for runtime in runtimes:
+        serving = {"max_batch_size": 16, "batch_wait_timeout_s": 0.0, "encoder_runtime": runtime}
+        pipe = SearchPipeline(index, encoder="minilm", config=ServingConfig(**serving))
+        port = server.start_serve()
+        server.deploy({"index_dir": str(index), "encoder": "minilm", "serving": serving,
+                       "torch_threads": args.torch_threads, "ingress_max_ongoing_requests": 64,
+                       "ingress_max_queued_requests": 256})  # fmt: skip
+        client = SearchClient(f"localhost:{port}", timeout=120)
+        stats = serve.get_deployment_handle("QueryIntent", server.DEFAULT_APPLICATION).batch_stats.remote().result()
+        served_runtime = stats.get("encoder_runtime", "torch")
+        if served_runtime != runtime:
+            print(f"  NOTE: the served QueryIntent runs {served_runtime}, not {runtime} (the app does not hand "
+                  "serving.encoder_runtime to QueryIntent): served figures are torch's", flush=True)  # fmt: skip
+
+        def in_process(r, pipe=pipe):
+            return pipe.handle(r, pb2)
+
+        def served_call(r, client=client):
+            return client.stub.Search(r, metadata=client.metadata, timeout=120)
+
+        run_load(in_process, warm, 1)
+        run_load(served_call, warm, 4)
+        row: dict = {"in_process_runtime": pipe.encoder.model.encoder_runtime, "served_runtime": served_runtime}
+        for c in (1, 16):
+            lat_in, lat_sv = [], []
+            for chunk in [reqs[i :: args.rounds] for i in range(args.rounds)]:
+                lat_in += run_load(in_process, chunk, c)[0]
+                lat_sv += run_load(served_call, chunk, c)[0]
+            row[f"c{c}"] = {"in_process_p50": pct(lat_in, 50), "served_p50": pct(lat_sv, 50),
+                            "served_p99": pct(lat_sv, 99)}  # fmt: skip
+            m = row[f"c{c}"]
+            print(f"  {runtime:<10} c{c:<2}: in-process p50 {m['in_process_p50']:.1f} ms, served p50 "
+                  f"{m['served_p50']:.1f} ms (p99 {m['served_p99']:.1f})", flush=True)  # fmt: skip
+        res["by_runtime"][runtime] = row
+        client.close()
+        serve.shutdown()
+        pipe = None
+    base, fast = (res["by_runtime"][r] for r in runtimes[:2])
+    for c in (1, 16):
+        for side in ("in_process_p50", "served_p50"):
+            ratio = fast[f"c{c}"][side] / base[f"c{c}"][side]
+            res[f"c{c}_{side}_{runtimes[1]}_over_{runtimes[0]}"] = ratio
+            print(f"  c{c} {side.replace('_p50', '')} p50 {runtimes[1]} / {runtimes[0]} = {ratio:.2f}x", flush=True)
+    return res
+
+
+def write_runtimes_md(res: dict, args, path: Path) -> None:
+    """The encoder runtimes section as markdown (atomically)."""
+    from shoprank.files import atomic_write_text
+
+    names = list(res["by_runtime"])
+    rows = []
+    for name, row in res["by_runtime"].items():
+        for c in (1, 16):
+            m = row[f"c{c}"]
+            rows.append(f"| {name} (served: {row['served_runtime']}) | c{c} | {m['in_process_p50']:.1f} | "
+                        f"{m['served_p50']:.1f} | {m['served_p99']:.1f} |")  # fmt: skip
+    ratios = "\n".join(f"- {k}: **{v:.2f}×**" for k, v in res.items() if k.endswith(f"_over_{names[0]}"))
+    if any(row["served_runtime"] != name for name, row in res["by_runtime"].items()):
+        ratios += (
+            "\n\nThe served QueryIntent ran torch for every row (the app did not hand serving.encoder_runtime "
+            "to it): the served ratios compare torch with torch; the in-process ones are the runtimes'."
+        )
+    text = f"""# bench/serve_latency.py --runtimes-only — query encoder on {" vs ".join(names)} (issue 18)
+
+`python bench/serve_latency.py {"--quick " if args.quick else ""}--runtimes-only` — {res["items"]:,} items
+({res["item_vectors"]}), {args.requests} requests per concurrency in {args.rounds} alternating in-process/served
+rounds, pretrained all-MiniLM-L6-v2, {os.cpu_count()} CPUs. Both runtimes measured in this one run (one app at a
+time, same index and requests).
+
+| runtime | concurrency | in-process p50 ms | served p50 ms | served p99 ms |
+| --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+{ratios}
+"""
+    atomic_write_text(path, text)
+
+
 def floor_work_ms(catalogues: list[dict] | None) -> tuple[float, float, float]:
     """The first catalogue's c1 medians of encoding, search and forward (16, 2, 4 ms without one)."""
     if not catalogues:
@@ -362,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-serving", action="store_true")
     p.add_argument("--floor-only", action="store_true", help="only Serve's floor (no catalogue, no ANN)")
     p.add_argument("--skip-ann", action="store_true")
+    p.add_argument("--runtimes", action="store_true", help="also: c1/c16 p50 with the int8 encoder vs torch")
+    p.add_argument("--runtimes-only", action="store_true", help="only the encoder runtimes section")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "serve_latency")
     args = p.parse_args(argv)
     args.sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000])
@@ -386,14 +492,19 @@ def main(argv: list[str] | None = None) -> int:
         allow_default_salt("bench/serve_latency.py")  # unless a salt is set: hashes only agree within this run
         init_ray(num_cpus=args.num_cpus, serve=True)
         try:
-            if not args.floor_only:
+            if args.runtimes or args.runtimes_only:
+                results["encoder_runtimes"] = bench_runtimes(args.sizes[0], args, args.out)
+            if not args.floor_only and not args.runtimes_only:
                 results["catalogues"] = [bench_catalogue(n, args, args.out) for n in args.sizes]
-            server.start_serve(free_port())
-            results["serve_hop_floor"] = bench_hop_floor(work_ms=floor_work_ms(results.get("catalogues")))
+            if not args.runtimes_only:
+                server.start_serve(free_port())
+                results["serve_hop_floor"] = bench_hop_floor(work_ms=floor_work_ms(results.get("catalogues")))
         finally:
             server.shutdown()
-    if not args.skip_ann and not args.floor_only:
+    if not args.skip_ann and not args.floor_only and not args.runtimes_only:
         results["ann"] = bench_ann(args.ann_items, args)
+    if "encoder_runtimes" in results:
+        write_runtimes_md(results["encoder_runtimes"], args, REPO / "bench" / "results" / "serve_latency_runtime.md")
     path = args.out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=float))
     print(f"\nwrote {path}")

@@ -4,6 +4,7 @@ Each row's ``pair`` item text (:func:`shoprank.model.text.item_texts`, by the ch
 is embedded and returned with it (``text`` and ``embedding`` columns), so the index keeps exactly
 what was embedded.
 
+``encoder_runtime`` (torch | onnx | onnx-int8, :mod:`shoprank.model.runtime`) is what the encoder runs on.
 Used with an actor pool so the model loads once per actor::
 
     ds.map_batches(ItemEmbedder, fn_constructor_kwargs={"checkpoint": ck}, batch_format="pyarrow",
@@ -51,11 +52,13 @@ class ItemEmbedder:
         encoder: str = "minilm",
         device: str | None = None,
         inner_batch_size: int = 64,
+        encoder_runtime: str = "torch",
     ) -> None:
         import torch
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.manifest = load_model(checkpoint, encoder=encoder, device=device)
+        self.model, self.manifest = load_model(checkpoint, encoder=encoder, device=device,
+                                               encoder_runtime=encoder_runtime)  # fmt: skip
         self.recipes = recipes_of(self.manifest)  # the checkpoint's item text recipes
         self.inner_batch_size = inner_batch_size
 

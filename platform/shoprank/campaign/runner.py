@@ -38,6 +38,7 @@ from shoprank.errors import ConfigError, DataError
 from shoprank.files import atomic_write_json
 from shoprank.model.checkpoint import model_version, read_manifest
 from shoprank.model.registry import CLASS_TASKS
+from shoprank.model.runtime import check_runtime
 from shoprank.ray_runtime import init_ray
 
 HIST_BINS = 50
@@ -103,6 +104,7 @@ class CampaignRunner:
         fmt: str | None = None,
         checkpoint: str | Path | None = None,
         encoder: str = "minilm",
+        encoder_runtime: str = "torch",
         shard_size: int = DEFAULT_SHARD_SIZE,
         inner_batch_size: int = 64,
         num_actors: int | None = None,
@@ -120,6 +122,7 @@ class CampaignRunner:
         self.fmt = source.infer_format(catalogue, fmt)
         self.checkpoint = str(checkpoint) if checkpoint else None
         self.encoder = encoder
+        self.encoder_runtime = check_runtime(encoder_runtime)
         self.shard_size = shard_size
         self.inner_batch_size = inner_batch_size
         self.num_actors = num_actors
@@ -162,7 +165,10 @@ class CampaignRunner:
 
     def _fingerprint(self, version: str) -> dict[str, Any]:
         st = self.catalogue.stat()
+        # an ONNX runtime's embeddings differ slightly from torch's: a run resumes on the runtime it began with
+        runtime = {"encoder_runtime": self.encoder_runtime} if self.encoder_runtime != "torch" else {}
         return {
+            **runtime,
             "spec_sha256": self.spec.fingerprint(),
             "catalogue": str(self.catalogue.resolve()),
             "catalogue_size": st.st_size,
@@ -316,6 +322,7 @@ class CampaignRunner:
                 "quarantine_dir": qdir,
                 "checkpoint": self.checkpoint,
                 "encoder": self.encoder,
+                "encoder_runtime": self.encoder_runtime,
                 "inner_batch_size": self.inner_batch_size,
                 "num_threads": threads or None,
                 "device": "cuda" if gpus_per else "cpu",

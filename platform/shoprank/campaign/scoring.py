@@ -125,12 +125,14 @@ class CampaignScorer(ItemEmbedder):
         device: str | None = None,
         inner_batch_size: int = 64,
         num_threads: int | None = None,
+        encoder_runtime: str = "torch",
     ) -> None:
         import torch
 
-        if num_threads:
+        if num_threads:  # before the model loads: an ONNX session takes torch's thread count
             torch.set_num_threads(num_threads)
-        super().__init__(checkpoint=checkpoint, encoder=encoder, device=device, inner_batch_size=inner_batch_size)
+        super().__init__(checkpoint=checkpoint, encoder=encoder, device=device, inner_batch_size=inner_batch_size,
+                         encoder_runtime=encoder_runtime)  # fmt: skip
         self.spec = CampaignSpec.model_validate(spec)
         self.themes = self.spec.theme_texts()
         self.theme_emb = self.model.embed(self.themes)
@@ -175,12 +177,14 @@ class CampaignScorer(ItemEmbedder):
         return out
 
     def kind_embeddings(self, texts: dict[TextKind, list[str]]) -> dict[TextKind, np.ndarray]:
-        """Embeddings of :meth:`kind_texts`' texts (one encoder pass per kind whose texts differ)."""
+        """Embeddings of :meth:`kind_texts`' texts (one encoder pass per kind whose texts differ), in
+        length-bucketed batches of ``inner_batch_size`` (``MultiTaskModel.embed``): a whole shard's texts at
+        once pad far less than shard-order chunks (bench/results/score_catalogue_runtime.md)."""
         pair = texts[PAIR]
-        out = {PAIR: self.model.embed(pair, batch_size=max(1, len(pair)))}
+        out = {PAIR: self.model.embed(pair, batch_size=self.inner_batch_size)}
         for kind, ts in texts.items():
             if kind != PAIR:
-                out[kind] = out[PAIR] if ts == pair else self.model.embed(ts, batch_size=max(1, len(ts)))
+                out[kind] = out[PAIR] if ts == pair else self.model.embed(ts, batch_size=self.inner_batch_size)
         return out
 
     def season_probs(self, emb: dict[TextKind, np.ndarray]) -> np.ndarray:
@@ -216,10 +220,15 @@ class CampaignScorer(ItemEmbedder):
         return [self.intent_labels[i] for i in idx]
 
     def score_chunk(
-        self, texts: dict[TextKind, list[str]], item_num: np.ndarray, popularity: np.ndarray
+        self,
+        texts: dict[TextKind, list[str]],
+        item_num: np.ndarray,
+        popularity: np.ndarray,
+        embs: dict[TextKind, np.ndarray] | None = None,
     ) -> dict[str, Any]:
-        """Every score for one encoding minibatch of items (``texts``: :meth:`kind_texts`' for them)."""
-        embs = self.kind_embeddings(texts)
+        """Every score for one minibatch of items (``texts``: :meth:`kind_texts`' for them; ``embs``: their
+        :meth:`kind_embeddings`, computed here when not given)."""
+        embs = embs if embs is not None else self.kind_embeddings(texts)
         emb = embs[PAIR]
         n = emb.shape[0]
         rel = np.zeros((len(self.themes), n))
@@ -286,13 +295,16 @@ class CampaignScorer(ItemEmbedder):
                 ok.column("popularity").to_numpy(zero_copy_only=False),
             )
             pop = ok.column("popularity").to_numpy(zero_copy_only=False).astype(np.float64)
-            # Group ok rows into shard-aligned chunks so batching by Ray Data never changes a score.
+            # Every ok row encoded at once (a call is one shard: the runner and the floor read shard by shard),
+            # then scored in shard-aligned chunks.
+            embs = self.kind_embeddings(texts)
             keys = [(int(shard[i]), int(row[i]) // self.inner_batch_size) for i in ok_idx]
             groups: dict[tuple[int, int], list[int]] = {}
             for j, key in enumerate(keys):
                 groups.setdefault(key, []).append(j)
             for js in groups.values():
-                res = self.score_chunk({k: [v[j] for j in js] for k, v in texts.items()}, num[js], pop[js])
+                chunk = {k: [v[j] for j in js] for k, v in texts.items()}
+                res = self.score_chunk(chunk, num[js], pop[js], {k: e[js] for k, e in embs.items()})
                 for j, k in enumerate(js):
                     i = ok_idx[k]
                     for c in SCORE_COLUMNS:

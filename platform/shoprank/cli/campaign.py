@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from shoprank.cli.jobs import follow_job, job_client, status_name, submit
-from shoprank.cli.options import add_address, add_no_wait, add_out, add_submit
+from shoprank.cli.options import add_address, add_encoder_runtime, add_no_wait, add_out, add_submit
 from shoprank.errors import ConfigError
 
 
@@ -26,6 +26,7 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="shoprank checkpoint dir (default: pretrained encoder only)")
     add_out(p, default=None, help="override the spec's output directory")
     p.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"], help="encoder when no checkpoint")
+    add_encoder_runtime(p)
     p.add_argument("--shard-size", type=int, default=4096, help="rows per shard (resume granularity)")
     p.add_argument("--batch-size", type=int, default=64, help="items per encoder forward pass")
     p.add_argument("--actors", type=int, default=None, help="scoring actors (default: one per CPU, or per GPU)")
@@ -84,6 +85,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         output=args.out,
         encoder=args.encoder,
+        encoder_runtime=args.encoder_runtime,
         shard_size=args.shard_size,
         inner_batch_size=args.batch_size,
         num_actors=args.actors,
@@ -123,7 +125,7 @@ def _job_entrypoint(args: argparse.Namespace) -> str:
     output = Path(args.out or spec.output)
     output = output if output.is_absolute() else (Path.cwd() / output).resolve()
     parts = ["python", "-m", "shoprank.cli.campaign_job", "--campaign", campaign_arg, "--catalogue", str(catalogue)]
-    parts += ["--out", str(output), "--encoder", args.encoder]
+    parts += ["--out", str(output), "--encoder", args.encoder, "--encoder-runtime", args.encoder_runtime]
     parts += ["--shard-size", str(args.shard_size), "--batch-size", str(args.batch_size)]
     if args.fmt:
         parts += ["--format", args.fmt]

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = build_index(
         args.catalogue, args.out, checkpoint=args.checkpoint, encoder=args.encoder, fmt=args.format,
         num_actors=args.num_actors, batch_size=args.batch_size, hnsw_threshold=args.hnsw_threshold,
+        shards=args.shards, compressed_threshold=args.compressed_threshold, encoder_runtime=args.encoder_runtime,
     )  # fmt: skip
     summary = {k: manifest[k] for k in ("index_version", "model_version", "num_items", "dim", "total_seconds")}
     print(json.dumps({"out": args.out, **summary}, indent=2))

@@ -116,6 +116,18 @@ def add_out(p: argparse.ArgumentParser, *, help: str, required: bool = False, **
                    type=kwargs.get("type"), help=argparse.SUPPRESS)  # fmt: skip
 
 
+RUNTIME_HELP = (
+    "what the encoder runs on: torch (eager fp32), onnx (ONNX Runtime fp32) or onnx-int8 (int8 weights; "
+    "default torch). ONNX files are exported next to the checkpoint when missing; a variant the parity gate "
+    "refused falls back with a warning (docs/encoder_runtime.md)"
+)
+
+
+def add_encoder_runtime(p: argparse.ArgumentParser) -> None:
+    """``--encoder-runtime torch|onnx|onnx-int8`` (serving, campaigns, index builds)."""
+    p.add_argument("--encoder-runtime", default="torch", choices=["torch", "onnx", "onnx-int8"], help=RUNTIME_HELP)
+
+
 TOKEN_HELP = "bearer token; local use only: any user on the machine sees it in `ps` (prefer --token-file)"
 TOKEN_FILE_HELP = "file holding the bearer token (chmod 600); default: $SHOPRANK_TOKEN"
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from shoprank.cli.events import add_store_options, store_url
-from shoprank.cli.options import add_address, add_client, add_token, client_of, token_of
+from shoprank.cli.options import add_address, add_client, add_encoder_runtime, add_token, client_of, token_of
 from shoprank.errors import ConfigError
 
 
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", default=None, help="model checkpoint (default: the pretrained encoder alone)")
     s.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"], help="pretrained encoder (no checkpoint)")
     s.add_argument("--index", default=None, help="index artefact directory (from `shoprank index build`)")
+    add_encoder_runtime(s)  # the query encoder's (serving.encoder_runtime)
     s.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000; the TLS port with --tls-*)")
     s.add_argument("--plaintext-port", type=int, default=None, help="with TLS: the proxy's plaintext port")
     s.add_argument("--plaintext-host", default="127.0.0.1", metavar="HOST",
@@ -97,10 +98,15 @@ def add_index_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--format", default=None, help="loader format (default: by extension, parquet or csv)")
     b.add_argument("--checkpoint", default=None, help="model checkpoint (default: the pretrained encoder)")
     b.add_argument("--encoder", default="minilm", choices=["minilm", "tiny"])
+    add_encoder_runtime(b)
     b.add_argument("--out", required=True, help="artefact directory to write")
     b.add_argument("--num-actors", type=int, default=1, help="embedding actors (default 1)")
     b.add_argument("--batch-size", type=int, default=256, help="items per encoder forward pass (default 256)")
     b.add_argument("--hnsw-threshold", type=int, default=50_000, help="build HNSW at or above this many items")
+    b.add_argument("--shards", type=int, default=1, help="split the index into S shards, built in parallel "
+                   "(one Ray task each) and served by one replica group per shard (default 1)")
+    b.add_argument("--compressed-threshold", type=int, default=2_000_000,
+                   help="IVF-PQ with exact re-scoring for shards of at least this many items (default 2,000,000)")
     add_address(b)
 
 
@@ -180,8 +186,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.insecure_default_salt:
             app_args["allow_default_salt"] = True
         app_args["store_url"] = store_url(args)
+        app_args["serving"] = {"encoder_runtime": args.encoder_runtime}
         if args.served_log:
-            app_args["serving"] = {"served_log_dir": str(Path(args.served_log).resolve())}
+            app_args["serving"]["served_log_dir"] = str(Path(args.served_log).resolve())
         server.deploy(app_args, name=args.name)
         who = "any caller" if open_plaintext else "loopback callers only"
         where = f"TLS on :{args.port} (plaintext :{grpc_port}, {who})" if args.tls_cert else f":{grpc_port}"
@@ -293,11 +300,14 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         m = build_index(
             args.catalogue, args.out, checkpoint=args.checkpoint, encoder=args.encoder, fmt=args.format,
             num_actors=args.num_actors, batch_size=args.batch_size, hnsw_threshold=args.hnsw_threshold,
+            shards=args.shards, compressed_threshold=args.compressed_threshold, encoder_runtime=args.encoder_runtime,
         )  # fmt: skip
     finally:
         if started:
             ray.shutdown()
-    ann = "hnsw" if m.get("hnsw") else "exact"
+    ann = (m.get("ann") or {}).get("kind") or ("hnsw" if m.get("hnsw") else "exact")
+    if m.get("shards"):
+        ann = f"{len(m['shards'])} shards ({', '.join(sorted({s['kind'] for s in m['shards']}))})"
     print(f"wrote {args.out}: {m['num_items']:,} items, dim {m['dim']}, {ann} search, "
           f"index_version {m['index_version']}, model {m['model_version']} ({m['total_seconds']}s)")  # fmt: skip
     return 0

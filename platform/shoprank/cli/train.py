@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/reference.yaml")
     p.add_argument("--out", required=True, help="output directory (checkpoints, OUT/model, history, plots)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the config's num_workers)")
+    p.add_argument("--export-onnx", action="store_true",
+                   help="then export OUT/model's encoder to ONNX (fp32, int8) and run the parity gate "
+                   "(as `shoprank export-onnx --checkpoint OUT/model`)")  # fmt: skip
     add_address(p)
     add_submit(p)
     add_no_wait(p)
@@ -41,4 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     res = train(cfg, args.out, workers=args.workers, address=args.address)
     print(res.summary())
+    if args.export_onnx:
+        from shoprank.cli.onnx import export_checkpoint
+
+        export_checkpoint(str(res.checkpoint))
     return 0

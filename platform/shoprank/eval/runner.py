@@ -173,10 +173,12 @@ def evaluate_checkpoint(
     max_rows: int | None = MAX_EVAL_ROWS,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    encoder_runtime: str = "torch",
 ) -> dict[str, Any]:
-    """Every trained task on its held-out test split, per source, with baselines."""
+    """Every trained task on its held-out test split, per source, with baselines; the checkpoint's encoder
+    runs on ``encoder_runtime`` (:mod:`shoprank.model.runtime`; the ONNX parity gate compares them)."""
     t0 = time.perf_counter()
-    model, manifest = load_checkpoint(checkpoint, device)
+    model, manifest = load_checkpoint(checkpoint, device, encoder_runtime=encoder_runtime)
     if "train_config" not in manifest:
         raise DataError(f"{checkpoint}: manifest has no train_config; pass --judgements or --clicks instead")
     cfg = DataConfig.of(manifest["train_config"])

@@ -103,9 +103,15 @@ def expected_model_version(checkpoint: str | Path | None, encoder: str = "minilm
     return model_version(read_manifest(checkpoint) if checkpoint is not None else None, encoder)
 
 
-def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTaskModel, dict[str, Any]]:
+def load_checkpoint(
+    directory: str | Path, device: str = "cpu", *, encoder_runtime: str = "torch"
+) -> tuple[MultiTaskModel, dict[str, Any]]:
     """Build the model from the manifest and load its safetensors weights (strictly, except that
-    checkpoints older than the lexical or class-prototype terms load with them switched off)."""
+    checkpoints older than the lexical or class-prototype terms load with them switched off).
+
+    ``encoder_runtime`` (``torch`` | ``onnx`` | ``onnx-int8``): what ``model.embed`` runs on
+    (:func:`shoprank.model.onnx_export.attach_runtime`: ONNX files exported next to the weights when
+    missing or stale; a variant the parity gate refused falls back with a warning)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     weights = directory / WEIGHTS
@@ -137,7 +143,17 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[MultiTa
         manifest[ITEM_TEXT_KEY] = recipes_to_json(recipes_of(manifest))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{directory / MANIFEST}: bad {ITEM_TEXT_KEY} ({e})") from e
+    _attach(model, manifest, directory, encoder_runtime, device)
     return model, manifest
+
+
+def _attach(model: MultiTaskModel, manifest: dict[str, Any] | None, checkpoint: Path | None, runtime: str,
+            device: str) -> None:  # fmt: skip
+    if runtime != "torch":
+        from shoprank.model.onnx_export import attach_runtime
+        from shoprank.model.runtime import check_runtime
+
+        attach_runtime(model, manifest, checkpoint, check_runtime(runtime), device)
 
 
 def load_model(
@@ -146,14 +162,17 @@ def load_model(
     encoder: str = "minilm",
     device: str = "cpu",
     tasks: list[str] | None = None,
+    encoder_runtime: str = "torch",
 ) -> tuple[MultiTaskModel, dict[str, Any] | None]:
     """A checkpoint's model, or (when ``checkpoint`` is None) the pretrained encoder alone.
 
     A pretrained-only model has no trained heads: scoring reports every head as zero-shot.
+    ``encoder_runtime``: as :func:`load_checkpoint`'s (a pretrained model exports into the cache dir).
     """
     if checkpoint is not None:
-        return load_checkpoint(checkpoint, device)
+        return load_checkpoint(checkpoint, device, encoder_runtime=encoder_runtime)
     config = ModelConfig(encoder=encoder, tasks=tasks or ["retrieval", "relevance", "click"])  # type: ignore[arg-type]
     model = MultiTaskModel(config, {})
     model.to(device).eval()
+    _attach(model, None, None, encoder_runtime, device)
     return model, None

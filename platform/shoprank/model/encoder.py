@@ -11,6 +11,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,6 +58,17 @@ def build_backbone(name: EncoderName, seed: int = 0) -> nn.Module:
     raise ValueError(f"unknown encoder {name!r}: expected 'minilm' or 'tiny'")
 
 
+def pad_ids(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists to the longest: (input_ids, attention_mask), int64 [batch, length]."""
+    width = max((len(x) for x in ids), default=0)
+    input_ids = np.full((len(ids), width), load_tokenizer().pad_token_id or 0, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for r, x in enumerate(ids):
+        input_ids[r, : len(x)] = x
+        mask[r, : len(x)] = 1
+    return input_ids, mask
+
+
 class TextEncoder(nn.Module):
     """Mean-pooled, L2-normalised sentence embeddings from a BERT backbone."""
 
@@ -80,6 +92,10 @@ class TextEncoder(nn.Module):
         if device is not None:
             out = {k: v.to(device) for k, v in out.items()}
         return out
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Unpadded token ids of each text (truncated to ``max_length``), for length-bucketed batches."""
+        return load_tokenizer()(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Embeddings of shape [batch, dim], unit length."""

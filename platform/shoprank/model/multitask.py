@@ -17,17 +17,20 @@ training examples; it is off (scale 0) until the head refit fits its scale.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from shoprank.model.encoder import EncoderName, TextEncoder
+from shoprank.model.encoder import EncoderName, TextEncoder, pad_ids
 from shoprank.model.features import NUM_ITEM_FEATURES, NUM_MONTH_FEATURES
 from shoprank.model.lexical import NUM_LEXICAL_BASIS, lexical_basis
 from shoprank.model.registry import CLASS_TASKS, LEXICAL_TASKS, PAIR_TASKS, TASKS, unknown_tasks
+
+if TYPE_CHECKING:
+    from shoprank.model.runtime import OnnxEncoder
 
 
 class ClassPrototypes(nn.Module):
@@ -109,6 +112,7 @@ class MultiTaskModel(nn.Module):
         self.config = config
         self.label_maps: dict[str, list[str]] = dict(label_maps or {})
         self.trained_tasks: set[str] = set()  # filled from a checkpoint's manifest
+        self.runtime: OnnxEncoder | None = None  # an ONNX encoder session embed() uses (torch when None)
         torch.manual_seed(config.seed)
         self.encoder = TextEncoder(config.encoder, config.max_length, config.seed)
         self.encoder.freeze_lower_layers(config.freeze_layers)
@@ -144,18 +148,38 @@ class MultiTaskModel(nn.Module):
         """Embeddings with gradients (training)."""
         return self.encoder(**self.encoder.tokenize(texts, self.device))
 
+    @property
+    def encoder_runtime(self) -> str:
+        """The runtime :meth:`embed` uses: ``torch``, or the attached ONNX session's (``onnx``/``onnx-int8``)."""
+        return self.runtime.runtime if self.runtime is not None else "torch"
+
     @torch.inference_mode()
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Unit-length float32 embeddings [N, dim] for inference (no gradients)."""
-        was_training = self.training
-        self.eval()
-        out = [
-            self.encode_batch(list(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)
-        ]
-        self.train(was_training)
-        if not out:
+        """Unit-length float32 embeddings [N, dim] for inference (no gradients).
+
+        Texts are batched by token length (each batch pads to its own longest text), through the
+        attached ONNX runtime when there is one (``shoprank.model.onnx_export.attach_runtime``),
+        else the torch encoder. Training never attaches one (it calls :meth:`encode_batch`)."""
+        if not texts:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
-        return torch.cat(out).numpy()
+        ids = self.encoder.token_ids(list(texts))
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.empty((len(ids), self.encoder.dim), dtype=np.float32)
+        was_training = self.training
+        if was_training:  # eval()/train() walk every submodule (~2 ms for MiniLM): only when needed
+            self.eval()
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, mask = pad_ids([ids[r] for r in rows])
+            if self.runtime is not None:
+                out[rows] = self.runtime(input_ids, mask)
+            else:
+                dev = self.device
+                emb = self.encoder(torch.from_numpy(input_ids).to(dev), torch.from_numpy(mask).to(dev))
+                out[rows] = emb.float().cpu().numpy()
+        if was_training:
+            self.train()
+        return out
 
     # -- heads ----------------------------------------------------------------------------
     def class_logits(self, task: str, emb: torch.Tensor) -> torch.Tensor:

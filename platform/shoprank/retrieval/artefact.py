@@ -10,7 +10,14 @@ Layout::
                         and ``text``: the ``pair`` item text that was embedded (the manifest's
                         ``item_text`` holds its recipe; older artefacts lack both: readers rebuild
                         the text from the columns above with the default recipe)
-      hnsw.bin          hnswlib index over the embeddings (only when num_items >= hnsw_threshold)
+      hnsw.bin          hnswlib index over the embeddings (only when hnsw_threshold <= num_items < compressed_threshold)
+      ivfpq.faiss       faiss IVF-PQ over the embeddings (only when num_items >= compressed_threshold;
+                        :mod:`shoprank.retrieval.compressed`: the rows are re-scored from embeddings.npy)
+      shard-000/ ...    a sharded artefact (``shards`` > 1): each sub-directory holds the ANN structure of one
+                        contiguous row range (hnsw.bin / ivfpq.faiss, or nothing when exact); the manifest's
+                        ``shards`` lists each range, kind and file SHA-256s (:mod:`shoprank.retrieval.shards`).
+                        The rows and items stay in the parent: the ranker reads them as before, and a shard
+                        replica maps only its own range.
 
 The whole directory is written under a temporary name next to ``DIR`` and swapped into place
 (``shoprank.files.staged_dir``), so a reader never sees a half-written artefact and an existing
@@ -34,6 +41,7 @@ from shoprank.data.schemas import CATEGORY_SEP
 from shoprank.errors import DataError
 from shoprank.files import sha256_file, staged_dir
 from shoprank.model.checkpoint import read_json_document
+from shoprank.retrieval.compressed import DEFAULT_COMPRESSED_THRESHOLD, IVFPQ_FILE, IVFPQParams
 
 FORMAT = "shoprank-index"
 FORMAT_VERSION = 1
@@ -92,12 +100,14 @@ def normalise_items(items: pl.DataFrame) -> pl.DataFrame:
     return out
 
 
-def make_index_version(embeddings: np.ndarray, item_ids: list[str], model_version: str) -> str:
-    """``idx-<UTC timestamp>-<content hash>``: sortable by time, unique per content."""
+def make_index_version(embeddings: np.ndarray, item_ids: list[str], model_version: str, chunk: int = 100_000) -> str:
+    """``idx-<UTC timestamp>-<content hash>``: sortable by time, unique per content (the rows hashed as fp32,
+    a chunk at a time, so a memory-mapped set is never all in memory)."""
     h = hashlib.sha256()
     h.update(model_version.encode())
     h.update("\x1f".join(item_ids).encode())
-    h.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+    for a in range(0, embeddings.shape[0], chunk):
+        h.update(np.ascontiguousarray(embeddings[a : a + chunk], dtype=np.float32).tobytes())
     return f"idx-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{h.hexdigest()[:10]}"
 
 
@@ -114,47 +124,89 @@ def write_artefact(
     num_threads: int = -1,
     extra: dict[str, Any] | None = None,
     index_version: str | None = None,
+    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
+    ivfpq: IVFPQParams | None = None,
+    shards: int = 1,
 ) -> Path:
-    """Write a complete artefact to ``out_dir`` atomically and return its path."""
+    """Write a complete artefact to ``out_dir`` atomically and return its path (``shards`` > 1: a sharded
+    one, each shard's structure built by its own Ray task when Ray is initialised)."""
     out_dir = Path(out_dir)
-    items = normalise_items(items)
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    with staged_dir(out_dir) as tmp:
+        np.save(tmp / EMBEDDINGS, emb, allow_pickle=False)
+        finish_artefact(
+            tmp, items, model_version=model_version, encoder=encoder, hnsw_threshold=hnsw_threshold, hnsw_m=hnsw_m,
+            hnsw_ef_construction=hnsw_ef_construction, num_threads=num_threads, extra=extra,
+            index_version=index_version, compressed_threshold=compressed_threshold, ivfpq=ivfpq, shards=shards,
+        )  # fmt: skip
+    return out_dir
+
+
+def finish_artefact(
+    tmp: Path,
+    items: pl.DataFrame,
+    *,
+    model_version: str,
+    encoder: str = "minilm",
+    hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
+    hnsw_m: int = 32,
+    hnsw_ef_construction: int = 200,
+    num_threads: int = -1,
+    extra: dict[str, Any] | None = None,
+    index_version: str | None = None,
+    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
+    ivfpq: IVFPQParams | None = None,
+    shards: int = 1,
+    trained: Any = None,
+) -> dict[str, Any]:
+    """Complete a staged artefact directory that already holds ``embeddings.npy`` (unit rows, fp32, or fp16
+    for a compressed-only set too big to write in fp32): the item table, the ANN structure(s) and, last,
+    the manifest. ``trained``: an empty trained IVF-PQ to reuse (else one is trained on a sample)."""
+    from shoprank.retrieval.shards import build_structures, shard_bounds
+
+    items = normalise_items(items)
+    emb = np.load(tmp / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
     if emb.ndim != 2 or emb.shape[0] != items.height:
         raise DataError(f"embeddings shape {emb.shape} does not match {items.height} items")
     if items["item_id"].n_unique() != items.height:
         raise DataError("catalogue item_id values are not unique")
+    if shards < 1 or shards > max(1, emb.shape[0]):
+        raise DataError(f"shards must be between 1 and the number of items ({emb.shape[0]}), not {shards}")
     ids = items["item_id"].to_list()
     version = index_version or make_index_version(emb, ids, model_version)
-    with staged_dir(out_dir) as tmp:
-        np.save(tmp / EMBEDDINGS, emb, allow_pickle=False)
-        items.write_parquet(tmp / ITEMS)
-        hnsw_info: dict[str, Any] | None = None
-        if emb.shape[0] >= hnsw_threshold:
-            from shoprank.retrieval.index import build_hnsw
-
-            index = build_hnsw(emb, m=hnsw_m, ef_construction=hnsw_ef_construction, num_threads=num_threads)
-            index.save_index(str(tmp / HNSW))
-            hnsw_info = {"space": "ip", "M": hnsw_m, "ef_construction": hnsw_ef_construction}
-        files = {name: sha256_file(tmp / name) for name in (EMBEDDINGS, ITEMS, HNSW) if (tmp / name).exists()}
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "index_version": version,
-            "model_version": model_version,
-            "encoder": encoder,
-            "num_items": int(emb.shape[0]),
-            "dim": int(emb.shape[1]),
-            "categories": top_categories(items["category_path"].to_list()),
-            "hnsw": hnsw_info,
-            "hnsw_threshold": hnsw_threshold,
-            "files": files,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **(extra or {}),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        for p in tmp.iterdir():
-            os.chmod(p, 0o644)
-    return out_dir
+    items.write_parquet(tmp / ITEMS)
+    hnsw = {"M": hnsw_m, "ef_construction": hnsw_ef_construction, "num_threads": num_threads}
+    bounds = shard_bounds(emb.shape[0], shards)
+    built = build_structures(
+        tmp, bounds, hnsw_threshold=hnsw_threshold, compressed_threshold=compressed_threshold, hnsw=hnsw,
+        ivfpq=ivfpq or IVFPQParams(), trained=trained, sharded=shards > 1,
+    )  # fmt: skip
+    single = built[0] if shards == 1 else None
+    files = {name: sha256_file(tmp / name) for name in (EMBEDDINGS, ITEMS, HNSW, IVFPQ_FILE) if (tmp / name).exists()}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "index_version": version,
+        "model_version": model_version,
+        "encoder": encoder,
+        "num_items": int(emb.shape[0]),
+        "dim": int(emb.shape[1]),
+        "embeddings_dtype": str(emb.dtype),
+        "categories": top_categories(items["category_path"].to_list()),
+        "hnsw": {"space": "ip", "M": hnsw_m, "ef_construction": hnsw_ef_construction}
+        if single and single["kind"] == "hnsw" else None,
+        "hnsw_threshold": hnsw_threshold,
+        "ann": {"kind": single["kind"], **single.get("params", {})} if single else {"kind": "sharded"},
+        "compressed_threshold": compressed_threshold,
+        "shards": built if shards > 1 else None,
+        "files": files,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    for p in tmp.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    return manifest
 
 
 def read_index_manifest(index_dir: str | Path) -> dict[str, Any]:
@@ -168,13 +220,17 @@ def read_index_manifest(index_dir: str | Path) -> dict[str, Any]:
 
 @dataclass
 class IndexArtefact:
-    """A loaded artefact: manifest, embeddings (memory-mapped), item table and optional HNSW."""
+    """A loaded artefact (or one shard of one): manifest, embeddings (memory-mapped), item table and the
+    optional ANN structure (HNSW, or a CompressedIndex). A shard's rows start at ``offset`` in the parent."""
 
     path: Path
     manifest: dict[str, Any]
     embeddings: np.ndarray
     items: pl.DataFrame
     hnsw: Any = None
+    compressed: Any = None
+    offset: int = 0
+    shard: int | None = None
     _item_pos: dict[str, int] | None = field(default=None, repr=False)
 
     @property
@@ -204,25 +260,45 @@ class IndexArtefact:
 
 
 def load_artefact(
-    index_dir: str | Path, *, verify: bool = False, load_hnsw: bool = True, mmap: bool = True
+    index_dir: str | Path, *, verify: bool = False, load_hnsw: bool = True, mmap: bool = True, shard: int | None = None
 ) -> IndexArtefact:
-    """Load an artefact (embeddings memory-mapped; ``verify`` re-checks every file's SHA-256)."""
+    """Load an artefact (embeddings memory-mapped; ``verify`` re-checks every file's SHA-256). ``shard``: only
+    that shard of a sharded artefact (its row range of the rows and items, and its ANN structure)."""
     index_dir = Path(index_dir)
     manifest = read_index_manifest(index_dir)
+    shards = manifest.get("shards") or None
+    if shard is not None and (not shards or not 0 <= shard < len(shards)):
+        raise DataError(f"{index_dir}: no shard {shard} (the artefact has {len(shards or [])} shards)")
     if verify:
-        for name, digest in manifest.get("files", {}).items():
+        files = dict(manifest.get("files", {}))
+        if shard is not None:
+            files.update({f"{shards[shard]['name']}/{k}": v for k, v in shards[shard]["files"].items()})
+        for name, digest in files.items():
             if sha256_file(index_dir / name) != digest:
                 raise DataError(f"{index_dir / name}: checksum does not match the manifest (corrupt or replaced)")
     try:
         emb = np.load(index_dir / EMBEDDINGS, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (OSError, ValueError) as e:
         raise DataError(f"{index_dir / EMBEDDINGS}: cannot read embeddings ({e})") from e
+    if shard is not None:
+        from shoprank.retrieval.shards import load_structure
+
+        entry = shards[shard]
+        lo, hi = int(entry["lo"]), int(entry["hi"])
+        items = pl.scan_parquet(index_dir / ITEMS).slice(lo, hi - lo).collect()
+        rows = emb[lo:hi]
+        hnsw, compressed = load_structure(index_dir / entry["name"], entry, rows) if load_hnsw else (None, None)
+        return IndexArtefact(index_dir, manifest, rows, items, hnsw, compressed, lo, shard)
     items = pl.read_parquet(index_dir / ITEMS)
     if emb.shape[0] != items.height:
         raise DataError(f"{index_dir}: {emb.shape[0]} embeddings but {items.height} items")
-    hnsw = None
+    hnsw = compressed = None
     if load_hnsw and manifest.get("hnsw") and (index_dir / HNSW).is_file():
         from shoprank.retrieval.index import load_hnsw as _load_hnsw
 
         hnsw = _load_hnsw(index_dir / HNSW, int(manifest["dim"]), int(manifest["num_items"]))
-    return IndexArtefact(index_dir, manifest, emb, items, hnsw)
+    if load_hnsw and (manifest.get("ann") or {}).get("kind") == "ivfpq" and (index_dir / IVFPQ_FILE).is_file():
+        from shoprank.retrieval.shards import load_structure
+
+        hnsw, compressed = load_structure(index_dir, {"kind": "ivfpq", "params": manifest["ann"]}, emb)
+    return IndexArtefact(index_dir, manifest, emb, items, hnsw, compressed)

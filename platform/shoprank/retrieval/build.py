@@ -19,6 +19,7 @@ import polars as pl
 
 from shoprank.errors import DataError
 from shoprank.retrieval.artefact import DEFAULT_HNSW_THRESHOLD, ITEM_COLUMNS, TEXT_COLUMN, write_artefact
+from shoprank.retrieval.compressed import DEFAULT_COMPRESSED_THRESHOLD
 
 
 def read_catalogue(path: str | Path, fmt: str | None = None) -> pl.DataFrame:
@@ -53,6 +54,7 @@ def embed_with_ray(
     batch_size: int = 256,
     num_cpus_per_actor: float = 1.0,
     num_gpus_per_actor: float = 0.0,
+    encoder_runtime: str = "torch",
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """Embed every row on a Ray Data actor pool; returns (items in output order, with the embedded
     ``text``, and embeddings)."""
@@ -64,7 +66,7 @@ def embed_with_ray(
     ds = ray.data.from_arrow(frame.select(cols).to_arrow())
     out = ds.map_batches(
         ItemEmbedder,
-        fn_constructor_kwargs={"checkpoint": checkpoint, "encoder": encoder},
+        fn_constructor_kwargs={"checkpoint": checkpoint, "encoder": encoder, "encoder_runtime": encoder_runtime},
         batch_format="pyarrow",
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=num_actors),
@@ -99,8 +101,12 @@ def build_index(
     batch_size: int = 256,
     hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
     num_gpus_per_actor: float = 0.0,
+    shards: int = 1,
+    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
+    encoder_runtime: str = "torch",
 ) -> dict[str, Any]:
-    """Read, embed (Ray Data), write the artefact; returns its manifest plus timing."""
+    """Read, embed (Ray Data), write the artefact; returns its manifest plus timing. ``shards`` > 1: a
+    sharded artefact, one Ray task per shard; ranges past ``compressed_threshold`` items get IVF-PQ."""
     from shoprank.model.checkpoint import expected_model_version, read_manifest
     from shoprank.model.text import MANIFEST_KEY, recipes_of, recipes_to_json
 
@@ -114,15 +120,17 @@ def build_index(
     model_version = expected_model_version(checkpoint, encoder)
     items, emb = embed_with_ray(
         frame, checkpoint=checkpoint, encoder=encoder, num_actors=num_actors, batch_size=batch_size,
-        num_gpus_per_actor=num_gpus_per_actor,
+        num_gpus_per_actor=num_gpus_per_actor, encoder_runtime=encoder_runtime,
     )  # fmt: skip
     t1 = time.perf_counter()
     keep = [c for c in (*ITEM_COLUMNS, TEXT_COLUMN) if c in items.columns]
     recipes = recipes_of(read_manifest(checkpoint) if checkpoint is not None else None)  # what the embedder used
     path = write_artefact(
         out_dir, items.select(keep), emb, model_version=model_version, encoder=encoder,
-        hnsw_threshold=hnsw_threshold, extra={"source": str(catalogue) if not isinstance(catalogue, pl.DataFrame)
-                                              else "<frame>", MANIFEST_KEY: recipes_to_json(recipes)},
+        hnsw_threshold=hnsw_threshold, shards=shards, compressed_threshold=compressed_threshold,
+        extra={"source": str(catalogue) if not isinstance(catalogue, pl.DataFrame)
+                                              else "<frame>", MANIFEST_KEY: recipes_to_json(recipes),
+               "encoder_runtime": encoder_runtime},  # what embedded the items (shoprank.model.runtime)
     )  # fmt: skip
     from shoprank.retrieval.artefact import read_index_manifest
 

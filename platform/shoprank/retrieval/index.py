@@ -1,13 +1,16 @@
 """Top-k inner-product search over unit item embeddings, with hard filters.
 
 Exact search (one matrix product for a whole batch of queries) below ``hnsw_threshold``
-items; an HNSW graph (hnswlib, inner-product space) above it. Filters:
+items; an HNSW graph (hnswlib, inner-product space) above it; past ``compressed_threshold`` a
+compressed IVF-PQ index with exact re-scoring over memory-mapped rows
+(:mod:`shoprank.retrieval.compressed`: the rows then stay on disk, never copied in). Filters:
 
 - no filter: exact matmul + argpartition, or HNSW ``knn_query`` for the whole batch;
 - a filter keeping few items (fewer than ``exact_subset_max`` or a small fraction): exact search
   on the filtered subset, which is both exact and cheap;
 - otherwise HNSW over-fetch (``n / selectivity``, with headroom) then filter, falling back to
-  exact-on-subset when the over-fetch did not yield ``n`` hits.
+  exact-on-subset when the over-fetch did not yield ``n`` hits; IVF-PQ filters inside the list scan
+  (an ID bitmap), with the same fallback.
 """
 
 from __future__ import annotations
@@ -80,40 +83,53 @@ class VectorIndex:
         ef_search: int = 256,
         exact_subset_max: int = 20_000,
         build_hnsw_if_missing: bool = True,
+        compressed: Any = None,
     ) -> None:
-        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.compressed = compressed  # a CompressedIndex: rows stay memory-mapped (any float dtype)
+        self.embeddings = embeddings if compressed is not None else np.ascontiguousarray(embeddings, dtype=np.float32)
         self.n = int(self.embeddings.shape[0])
         self.hnsw_threshold = hnsw_threshold
         self.ef_search = ef_search
         self.exact_subset_max = exact_subset_max
         self.hnsw = hnsw
-        if self.n >= hnsw_threshold and self.hnsw is None and build_hnsw_if_missing:
+        if compressed is not None:
+            self.hnsw = None
+        elif self.n >= hnsw_threshold and self.hnsw is None and build_hnsw_if_missing:
             self.hnsw = build_hnsw(self.embeddings)
         if self.n < hnsw_threshold:
             self.hnsw = None  # small catalogue: exact is both exact and fast
-        self._category = np.array([(c or "").lower() for c in items["category_path"].to_list()], dtype=object)
-        price = items["price"].cast(pl.Float64).to_numpy()
-        self._price = np.where(np.isnan(price), np.nan, price) if price.dtype.kind == "f" else price.astype(float)
-        self._in_stock = items["in_stock"].fill_null(True).to_numpy().astype(bool)
+        self._items = items
+        self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # built on the first filter
         self._mask = lru_cache(maxsize=256)(self._compute_mask)
 
     @property
     def kind(self) -> str:
-        return "hnsw" if self.hnsw is not None else "exact"
+        return "ivfpq" if self.compressed is not None else "hnsw" if self.hnsw is not None else "exact"
+
+    def _filter_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lower-cased category paths, prices, in-stock flags), built once, on the first filtered search."""
+        if self._columns is None:
+            items = self._items
+            category = np.array([(c or "").lower() for c in items["category_path"].to_list()], dtype=object)
+            price = items["price"].cast(pl.Float64).to_numpy()
+            price = np.where(np.isnan(price), np.nan, price) if price.dtype.kind == "f" else price.astype(float)
+            self._columns = (category, price, items["in_stock"].fill_null(True).to_numpy().astype(bool))
+        return self._columns
 
     def _compute_mask(self, f: FilterSpec) -> np.ndarray | None:
         if f.is_empty():
             return None
+        category, price, in_stock = self._filter_columns()
         mask = np.ones(self.n, dtype=bool)
         if f.category:
             prefix = f.category.strip().lower()
-            mask &= np.fromiter((c.startswith(prefix) for c in self._category), dtype=bool, count=self.n)
+            mask &= np.fromiter((c.startswith(prefix) for c in category), dtype=bool, count=self.n)
         if f.price_min is not None:
-            mask &= self._price >= f.price_min  # unknown price (NaN) never passes a price filter
+            mask &= price >= f.price_min  # unknown price (NaN) never passes a price filter
         if f.price_max is not None:
-            mask &= self._price <= f.price_max
+            mask &= price <= f.price_max
         if f.in_stock:
-            mask &= self._in_stock
+            mask &= in_stock
         return mask
 
     def mask(self, f: FilterSpec | None) -> np.ndarray | None:
@@ -137,6 +153,8 @@ class VectorIndex:
 
     def _search_all(self, q: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         n = min(n, self.n)
+        if self.compressed is not None:
+            return self.compressed.search(q, n)
         if self.hnsw is None:
             pos, sc = exact_topk(q, self.embeddings, n)
             return list(zip(pos, sc, strict=True))
@@ -148,6 +166,11 @@ class VectorIndex:
         kept = int(mask.sum())
         if kept == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if self.compressed is not None:
+            if kept <= self.exact_subset_max:
+                return self._exact_subset(q, n, mask)
+            pos, sc = self.compressed.search(q[None, :], n, mask)[0]
+            return (pos, sc) if len(pos) >= min(n, kept) else self._exact_subset(q, n, mask)
         if self.hnsw is None or kept <= self.exact_subset_max or kept < 0.05 * self.n:
             return self._exact_subset(q, n, mask)
         want = min(self.n, int(np.ceil(n * self.n / kept * 1.5)) + 16)
@@ -161,5 +184,5 @@ class VectorIndex:
 
     def _exact_subset(self, q: np.ndarray, n: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.flatnonzero(mask)
-        pos, sc = exact_topk(q[None, :], self.embeddings[idx], n)
+        pos, sc = exact_topk(q[None, :], np.asarray(self.embeddings[idx], dtype=np.float32), n)
         return idx[pos[0]], sc[0]

@@ -60,3 +60,23 @@ def catalogue(n: int, seed: int = 0) -> pl.DataFrame:
     except ImportError:
         return synthetic_catalogue(n, seed)
     return generate(n, seed=seed)["catalogue"]
+
+
+def cluster_centres(dim: int, clusters: int, seed: int = 0) -> np.ndarray:
+    """``clusters`` random unit centres (fp32), the same for a given seed."""
+    c = np.random.default_rng([seed, 0xC0]).standard_normal((clusters, dim)).astype(np.float32)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def clustered_chunk(centres: np.ndarray, rows: int, seed: int, chunk: int, noise: float = 0.05) -> np.ndarray:
+    """Chunk ``chunk`` of a clustered unit-vector set: each row a random centre plus Gaussian noise,
+    normalised (fp32; deterministic per ``(seed, chunk)``, so a set is generated a chunk at a time)."""
+    rng = np.random.default_rng([seed, chunk])
+    x = centres[rng.integers(0, centres.shape[0], rows)]
+    x = x + rng.standard_normal(x.shape, dtype=np.float32) * np.float32(noise)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered_vectors(n: int, dim: int = 384, clusters: int = 64, seed: int = 0, noise: float = 0.05) -> np.ndarray:
+    """``n`` clustered unit vectors in one array (small sets: tests)."""
+    return clustered_chunk(cluster_centres(dim, clusters, seed), n, seed, 0, noise)

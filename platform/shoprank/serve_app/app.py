@@ -25,6 +25,10 @@ Rolling out a new index (or model) version: build the artefact to a new director
 ``serve.run(build_app({... "index_dir": NEW ...}))`` (or ``serve deploy`` the edited YAML).
 Serve starts replicas with the new arguments before it drains the old ones, so requests keep
 flowing, and every response names the ``index_version`` and ``model_version`` that served it.
+A sharded index (manifest ``shards``) deploys one ``RetrieverShard{s}`` per shard behind a router
+named ``CandidateRetriever``; its rollout swaps all shards together (no response mixes versions:
+see :mod:`shoprank.serve_app.retriever`). Keep the shard count across a rollout, or roll a new
+shard count out as a new application.
 
 Observability (docs/observability.md): the replicas log JSON lines (``log_encoding``), export the
 metrics of :mod:`shoprank.serve_app.metrics` through Ray, and trace requests when ``tracing.enabled``
@@ -45,7 +49,7 @@ from shoprank.retrieval.artefact import read_index_manifest
 from shoprank.serve_app.ingress import SearchIngress
 from shoprank.serve_app.intent import QueryIntent
 from shoprank.serve_app.ranker import MultiTaskRanker
-from shoprank.serve_app.retriever import CandidateRetriever
+from shoprank.serve_app.retriever import CandidateRetriever, RetrieverShard, ShardedRetriever
 from shoprank.serve_app.tracing import TracingArgs, tracing_env
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import check_versions_manifest
@@ -86,7 +90,10 @@ class AppArgs(BaseModel):
     # Custom Ray resources per replica, e.g. {"ranker_gpu": 1} to pin to cluster.yaml's GPU nodes.
     ranker_resources: dict[str, float] = Field(default_factory=dict)
     intent_resources: dict[str, float] = Field(default_factory=dict)
-    retriever_num_cpus: float = 0.25
+    retriever_num_cpus: float = 0.25  # each CandidateRetriever replica, or each shard replica of a sharded index
+    # A sharded index (docs/retrieval.md): replicas per shard deployment, and the fan-out router's CPUs.
+    retriever_shard_replicas: int = Field(1, ge=1)
+    retriever_router_num_cpus: float = 0.1
     ingress_num_cpus: float = 0.25
     ranker_device: str | None = None
     ranker_backend_options: dict[str, Any] | None = None  # kwargs for the serving.ranker_backend factory
@@ -145,6 +152,28 @@ def _replicas(n: int) -> dict[str, int]:
     return {"num_replicas": n} if n > 1 else {}
 
 
+def _retriever(
+    a: AppArgs, manifest: dict[str, Any], cfg: ServingConfig, trace_env: dict[str, str], batched: dict, logs: dict
+) -> Any:
+    """The retrieve stage: one CandidateRetriever, or for a sharded artefact one RetrieverShard deployment per
+    shard (``RetrieverShard{s}``, ``retriever_shard_replicas`` replicas each) behind a ShardedRetriever router
+    named CandidateRetriever (:mod:`shoprank.serve_app.retriever`)."""
+    opts = _actor_options(trace_env, num_cpus=a.retriever_num_cpus)
+    shards = manifest.get("shards") or []
+    if not shards:
+        return CandidateRetriever.options(ray_actor_options=opts, **batched).bind(a.index_dir, cfg.model_dump())
+    handles = [
+        RetrieverShard.options(
+            name=f"RetrieverShard{s}", ray_actor_options=opts, **_replicas(a.retriever_shard_replicas), **logs
+        ).bind(a.index_dir, s, cfg.model_dump())
+        for s in range(len(shards))
+    ]
+    router_opts = _actor_options(trace_env, num_cpus=a.retriever_router_num_cpus)
+    return ShardedRetriever.options(ray_actor_options=router_opts, **batched).bind(
+        a.index_dir, handles, cfg.model_dump()
+    )
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """The deployment graph for ``args`` (validated; unknown keys are rejected). Refuses to build
     without a configured user-id salt unless ``allow_default_salt`` (see the module docstring)."""
@@ -160,7 +189,8 @@ def build_app(args: dict[str, Any]) -> Application:
     a.checkpoint = _resolve(a.checkpoint) if a.checkpoint else None
     cfg = ServingConfig.model_validate(a.serving)
     store_cfg = StoreConfig.model_validate(a.store)  # fail at build time, not in the replica
-    check_versions_manifest(a.checkpoint, a.encoder, read_index_manifest(a.index_dir), a.index_dir, a.strict_versions)
+    index_manifest = read_index_manifest(a.index_dir)
+    check_versions_manifest(a.checkpoint, a.encoder, index_manifest, a.index_dir, a.strict_versions)
     logs = {"logging_config": {"enable_access_log": a.access_log, "encoding": a.log_encoding}}
     trace_env = tracing_env(a.tracing)
     # the batched stages' batch settings, as user_config: reconfigure() applies them, in place on a change
@@ -169,11 +199,9 @@ def build_app(args: dict[str, Any]) -> Application:
         trace_env, num_cpus=a.intent_num_cpus, num_gpus=auto_gpus(a.intent_num_gpus), resources=a.intent_resources
     )
     intent = QueryIntent.options(ray_actor_options=intent_opts, **_replicas(a.intent_num_replicas), **batched).bind(
-        a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads
+        a.index_dir, a.checkpoint, a.encoder, torch_threads=a.torch_threads, serving=cfg.model_dump()
     )
-    retriever = CandidateRetriever.options(
-        ray_actor_options=_actor_options(trace_env, num_cpus=a.retriever_num_cpus), **batched
-    ).bind(a.index_dir, cfg.model_dump())
+    retriever = _retriever(a, index_manifest, cfg, trace_env, batched, logs)
     ranker_opts = _actor_options(
         trace_env, num_cpus=a.ranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus), resources=a.ranker_resources
     )

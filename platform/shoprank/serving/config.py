@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -38,6 +38,10 @@ class ServingConfig(BaseModel):
     max_blend_weight: float = Field(10.0, gt=0)
     hnsw_threshold: int = Field(50_000, ge=1)
     ef_search: int = Field(256, ge=1)
+    # -- retrieval (compressed/sharded index): IVF-PQ search settings; 0 keeps the artefact's (docs/retrieval.md)
+    ivfpq_nprobe: int = Field(0, ge=0, le=65536)  # coarse lists scanned per query
+    ivfpq_rerank_factor: int = Field(0, ge=0, le=1000)  # shortlist = rerank_factor x n, re-scored exactly
+    # -- end retrieval
     ranker_backend: str = "inprocess"
     max_batch_size: int = Field(16, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
@@ -55,6 +59,9 @@ class ServingConfig(BaseModel):
     # Where the served-results log goes (shoprank.feedback.served_log: every answered Search/Rank and
     # acknowledged Feedback event as parquet); None: off. Relative paths resolve where the config is validated.
     served_log_dir: str | None = None
+    # -- encoder runtime (issue 18; shoprank.model.runtime): what the query encoder runs on. ONNX variants
+    # are exported next to the checkpoint when missing; one the parity gate refused falls back (a warning).
+    encoder_runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
 
     def batch_settings(self) -> BatchSettings:
         """The batched deployments' default ``user_config`` (deployments may override it)."""

@@ -67,12 +67,13 @@ def pick_device(device: str | None = None) -> str:
 
 
 def load_serving_model(
-    checkpoint: str | Path | None, encoder: str = "minilm", device: str | None = None
+    checkpoint: str | Path | None, encoder: str = "minilm", device: str | None = None, encoder_runtime: str = "torch"
 ) -> tuple[MultiTaskModel, dict[str, Any] | None, str]:
-    """(model, manifest or None, model_version) on the chosen device."""
+    """(model, manifest or None, model_version) on the chosen device, its ``embed`` on ``encoder_runtime``."""
     from shoprank.model.checkpoint import load_model
 
-    model, manifest = load_model(checkpoint, encoder=encoder, device=pick_device(device))
+    device = pick_device(device)
+    model, manifest = load_model(checkpoint, encoder=encoder, device=device, encoder_runtime=encoder_runtime)
     return model, manifest, model_version(manifest, model.config.encoder)
 
 
@@ -81,19 +82,15 @@ class QueryEncoder:
     """Encodes queries (one batched forward pass) and detects their intent.
 
     With a trained ``intent`` head the label comes from it; otherwise it is zero-shot: the
-    softmax of cosine similarity to the catalogue's top-level category names.
-    """
+    softmax of cosine similarity to the catalogue's top-level category names (embedded on the model's runtime)."""
 
     def __init__(self, model: MultiTaskModel, model_version: str, categories: list[str]) -> None:
         self.model = model
         self.model_version = model_version
         self.trained = model.is_trained("intent")
         self.classes = list(model.label_maps.get("intent", [])) if self.trained else list(categories)
-        self._zero_shot = (
-            ZeroShotClasses(model, self.classes, SERVING_TEMPERATURE, dtype=np.float32)
-            if not self.trained and self.classes
-            else None
-        )
+        zs = not self.trained and bool(self.classes)
+        self._zero_shot = ZeroShotClasses(model, self.classes, SERVING_TEMPERATURE, dtype=np.float32) if zs else None
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.embed(list(texts), batch_size=max(1, len(texts)))
@@ -121,23 +118,33 @@ class QueryEncoder:
 
 # -- retrieval ----------------------------------------------------------------------------
 class Retriever:
-    """Filtered top-N candidates from one index artefact (exact or HNSW, see VectorIndex)."""
+    """Filtered top-N candidates from one index artefact, or one shard of a sharded one (exact, HNSW or
+    compressed IVF-PQ, see VectorIndex); positions are always the whole artefact's rows."""
 
     def __init__(self, artefact: IndexArtefact, cfg: ServingConfig) -> None:
         self.artefact = artefact
         self.index_version = artefact.index_version
         self.index_dir = str(artefact.path)
+        self.offset = artefact.offset  # a shard's first row in the artefact
+        if artefact.compressed is not None:
+            artefact.compressed.tune(cfg.ivfpq_nprobe, cfg.ivfpq_rerank_factor)
         self.index = VectorIndex(
-            np.asarray(artefact.embeddings),
+            np.asarray(artefact.embeddings),  # memory-mapped rows stay mapped (a view, not a copy)
             artefact.items,
             artefact.hnsw,
             hnsw_threshold=cfg.hnsw_threshold,
             ef_search=cfg.ef_search,
+            compressed=artefact.compressed,
         )
+
+    def search(self, q_emb: np.ndarray, filters: list[FilterSpec | None], n: int) -> list[tuple[np.ndarray, ...]]:
+        """(artefact row positions, scores) per query, best first."""
+        found = self.index.search(q_emb, n, filters)
+        return [(pos + self.offset, sc) for pos, sc in found] if self.offset else found
 
     def retrieve(self, q_emb: np.ndarray, filters: list[FilterSpec | None], n: int) -> list[np.ndarray]:
         """Candidate row positions per query, best first."""
-        return [pos for pos, _ in self.index.search(q_emb, n, filters)]
+        return [pos for pos, _ in self.search(q_emb, filters, n)]
 
     def __call__(self, jobs: list[RetrieveJob]) -> list[Retrieved]:
         """The retrieve stage: one index search for all ``jobs``."""
@@ -421,7 +428,7 @@ class SearchPipeline:
         """``store_url`` (and ``store``: StoreConfig fields): the online store the click blend reads, used
         when the checkpoint or ``config`` has blend weights (see :mod:`shoprank.serving.clicks`)."""
         self.config = config or ServingConfig()
-        model, manifest, version = load_serving_model(checkpoint, encoder, device)
+        model, manifest, version = load_serving_model(checkpoint, encoder, device, self.config.encoder_runtime)
         artefact = load_artefact(index_dir)
         check_versions(version, artefact, strict_versions)
         self.model_version = version
