@@ -112,33 +112,16 @@ def make_index_version(embeddings: np.ndarray, item_ids: list[str], model_versio
 
 
 def write_artefact(
-    out_dir: str | Path,
-    items: pl.DataFrame,
-    embeddings: np.ndarray,
-    *,
-    model_version: str,
-    encoder: str = "minilm",
-    hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
-    hnsw_m: int = 32,
-    hnsw_ef_construction: int = 200,
-    num_threads: int = -1,
-    extra: dict[str, Any] | None = None,
-    index_version: str | None = None,
-    compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
-    ivfpq: IVFPQParams | None = None,
-    shards: int = 1,
+    out_dir: str | Path, items: pl.DataFrame, embeddings: np.ndarray, *, model_version: str, **options: Any
 ) -> Path:
-    """Write a complete artefact to ``out_dir`` atomically and return its path (``shards`` > 1: a sharded
-    one, each shard's structure built by its own Ray task when Ray is initialised)."""
+    """Write a complete artefact to ``out_dir`` atomically and return its path. ``options``: the build
+    options of :func:`finish_artefact` (``encoder``, ``hnsw_threshold``, ``compressed_threshold``, ``ivfpq``,
+    ``shards`` > 1 for a sharded artefact, each shard's structure built by its own Ray task when Ray is up, ...)."""
     out_dir = Path(out_dir)
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     with staged_dir(out_dir) as tmp:
         np.save(tmp / EMBEDDINGS, emb, allow_pickle=False)
-        finish_artefact(
-            tmp, items, model_version=model_version, encoder=encoder, hnsw_threshold=hnsw_threshold, hnsw_m=hnsw_m,
-            hnsw_ef_construction=hnsw_ef_construction, num_threads=num_threads, extra=extra,
-            index_version=index_version, compressed_threshold=compressed_threshold, ivfpq=ivfpq, shards=shards,
-        )  # fmt: skip
+        finish_artefact(tmp, items, model_version=model_version, **options)
     return out_dir
 
 
