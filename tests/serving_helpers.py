@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -33,20 +34,30 @@ def index_with_model(model, cat: pl.DataFrame, out: Path, model_version: str, **
 
 def indexed_catalogue(tmp: Path, index_name: str = "index") -> tuple[pl.DataFrame, dict]:
     """The small catalogue written to ``tmp/catalogue.parquet`` and indexed by the index job (tiny
-    encoder, Ray Data) into ``tmp/index_name``: the catalogue and the index manifest."""
+    encoder, Ray Data) into ``tmp/index_name``: the catalogue and the index manifest.
+
+    The job runs once per test session (into ``_tiny_index`` beside ``tmp``, in pytest's session
+    temp dir); later callers get a copy of that artefact, byte for byte what the job would write
+    again (the tiny encoder is seeded), so each module still serves its own directory."""
+    from shoprank.retrieval.artefact import read_index_manifest
     from shoprank.retrieval.build import build_index
 
     cat = small_catalogue()
     cat.write_parquet(tmp / "catalogue.parquet")
-    return cat, build_index(tmp / "catalogue.parquet", tmp / index_name, encoder="tiny", batch_size=100)
+    built = tmp.parent / "_tiny_index"
+    if not (built / "manifest.json").is_file():
+        build_index(tmp / "catalogue.parquet", built, encoder="tiny", batch_size=100)
+    shutil.copytree(built, tmp / index_name)
+    return cat, read_index_manifest(tmp / index_name)
 
 
 def deploy_tiny(index_dir: Path, name: str, **args: object) -> int:
-    """Serve's gRPC proxy on a free port and the app ``name`` over ``index_dir`` (tiny encoder, the
-    test replicas' CPUs; ``args``: more app args); the port."""
+    """Serve's gRPC proxy (the session's, started on a free port by the first caller) and the app
+    ``name`` over ``index_dir`` (tiny encoder, the test replicas' CPUs; ``args``: more app args); the
+    port. The caller's module deletes its app when done (``serve.delete(name)``)."""
     from shoprank.serve_app import server
 
-    port = server.start_serve()  # a fresh Serve on a free port
+    port = server.start_serve(reuse_running=True)  # one Serve for the modules: each deletes its app at the end
     server.deploy({"index_dir": str(index_dir), "encoder": "tiny", **args, **TEST_REPLICA_CPUS}, name=name)
     return port
 

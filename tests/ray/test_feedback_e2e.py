@@ -60,7 +60,7 @@ def served(ray_local, tmp_path_factory):
     client.close()
     from ray import serve
 
-    serve.shutdown()
+    serve.delete(APP)
     store.stop()
 
 

@@ -376,7 +376,6 @@ def fuzz_app(ray_local, tmp_path_factory):
         yield port, cat
     finally:
         serve.delete(APP)
-        serve.shutdown()  # other modules may start Serve with their own gRPC options
 
 
 def test_fuzzed_requests_hold_every_invariant(fuzz_app) -> None:

@@ -42,7 +42,7 @@ def app(ray_local, tmp_path_factory):
     channel = grpc.insecure_channel(f"localhost:{port}")
     yield {"port": port, "store": store, "health": health_pb2_grpc.HealthStub(channel), "index": tmp / "index"}
     channel.close()
-    serve.shutdown()  # the next module starts Serve on its own port
+    serve.delete(APP)
     store.stop()
 
 

@@ -37,7 +37,7 @@ def app(ray_local, tmp_path_factory):
     channel = grpc.insecure_channel(f"localhost:{port}", options=[("grpc.max_send_message_length", -1)])
     yield {"port": port, "cat": cat, "channel": channel}
     channel.close()
-    serve.shutdown()  # the next module starts Serve on its own port
+    serve.delete(APP)
 
 
 def raw_call(app, method: str, body: bytes, metadata=AUTH, **kw) -> grpc.RpcError | bytes:

@@ -60,7 +60,7 @@ def world(ray_local, tmp_path_factory):
     loaded, _ = load_model(ck)
     index = index_with_model(loaded, cat, tmp / "index", expected_model_version(ck))
     store = LocalStore(tmp / "store").start()
-    port = server.start_serve()  # a fresh Serve on a free port
+    port = server.start_serve(reuse_running=True)  # the session's Serve
     server.deploy(
         {"index_dir": str(index), "checkpoint": str(ck), "store_url": store.url,
          "serving": {"num_candidates": 100, "store_timeout_s": 2.0, "request_timeout_s": 120}, **TEST_REPLICA_CPUS},
@@ -69,7 +69,7 @@ def world(ray_local, tmp_path_factory):
     yield {"tmp": tmp, "port": port, "store": store, "eval": evaluated, "order": order, "n": test.height}
     from ray import serve
 
-    serve.shutdown()
+    serve.delete(APP)
     store.stop()
 
 

@@ -61,7 +61,6 @@ def app(ray_local, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("metrics")
     cat, _ = indexed_catalogue(tmp)
-    serve.shutdown()  # other modules may start Serve with their own options
     spans, collector = tmp / "spans", Collector()
     tracing = {"enabled": True, "sampling_ratio": 1.0, "span_dir": str(spans),
                "otlp_endpoint": f"http://127.0.0.1:{collector.port}"}  # fmt: skip
@@ -84,7 +83,6 @@ def app(ray_local, tmp_path_factory):
     collector.server.stop(0)
     channel.close()
     serve.delete(APP)
-    serve.shutdown()
 
 
 def poll(fn: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float = 90.0) -> Any:

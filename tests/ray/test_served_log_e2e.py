@@ -56,7 +56,6 @@ def served_run(ray_local, tmp_path_factory):
     finally:
         client.close()
         serve.delete(APP)  # replicas shut down: the ingress closes its log
-        serve.shutdown()
         store.stop()
     log_dir = tmp / "log"
     deadline = time.monotonic() + 60

@@ -36,7 +36,7 @@ def served(ray_local, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serving")
     cat, manifest = indexed_catalogue(tmp, "index_v1")
-    port = server.start_serve()  # a fresh Serve on a free port
+    port = server.start_serve(reuse_running=True)  # the session's Serve
     args = {
         "index_dir": str(tmp / "index_v1"),
         "encoder": "tiny",
@@ -61,7 +61,7 @@ def served(ray_local, tmp_path_factory):
     client.close()
     from ray import serve
 
-    serve.shutdown()  # other modules may start Serve with their own gRPC options
+    serve.delete(APP)
 
 
 def test_index_job_embeds_every_item_like_the_model(served) -> None:

@@ -41,14 +41,14 @@ def served(ray_local, tmp_path_factory):
     # the same rows and items, unsharded: the reference the sharded graph must match
     flat = write_artefact(tmp / "flat", sharded.items, np.asarray(sharded.embeddings), model_version=m["model_version"],
                           encoder="tiny", index_version=m["index_version"])  # fmt: skip
-    port = server.start_serve()
+    port = server.start_serve(reuse_running=True)  # the session's Serve
     args = {"index_dir": str(tmp / "v1"), "encoder": "tiny", "allow_default_salt": True, "serving": SERVING,
             **TEST_REPLICA_CPUS}  # fmt: skip
     server.deploy(args, name=APP)
     client = SearchClient(f"localhost:{port}", timeout=60, application=APP)
     yield {"cat": cat, "tmp": tmp, "args": args, "client": client, "manifest": m, "flat": flat}
     client.close()
-    serve.shutdown()
+    serve.delete(APP)
 
 
 def test_sharded_graph_matches_unsharded(served) -> None:

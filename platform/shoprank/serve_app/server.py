@@ -11,18 +11,31 @@ from shoprank.serving.client import DEFAULT_APPLICATION
 log = logging.getLogger("shoprank.serving")
 
 
-def start_serve(grpc_port: int | None = None, http_port: int | None = None, attempts: int = 5) -> int:
+_started_port: int | None = None  # the gRPC port of the Serve this process started last
+
+
+def start_serve(
+    grpc_port: int | None = None, http_port: int | None = None, attempts: int = 5, reuse_running: bool = False
+) -> int:
     """Start Serve (Ray must be initialised) with the gRPC proxy on ``grpc_port``; the port.
 
     Without ``grpc_port``, a free one, on a fresh Serve (one already running, e.g. left by an earlier
     caller, is shut down first: it would keep its own port): a port found free can be taken by another
     process (Ray starts workers that bind ephemeral ports) before the proxy binds it, so on a bind
-    failure Serve is shut down and started again on another free port, up to ``attempts`` times."""
+    failure Serve is shut down and started again on another free port, up to ``attempts`` times.
+
+    ``reuse_running``: when the Serve this process started last is still up, keep it (and the
+    applications on it) and return its port; callers then remove their own applications."""
+    global _started_port
     from ray import serve
     from ray.serve.config import HTTPOptions, gRPCOptions
+    from ray.serve.context import _get_global_client
 
     from shoprank.serve_app.app import GRPC_SERVICER_FUNCTIONS
 
+    if reuse_running and grpc_port is None and _started_port is not None:
+        if _get_global_client(raise_if_no_controller_running=False) is not None:
+            return _started_port
     if grpc_port is None:
         serve.shutdown()
 
@@ -33,6 +46,7 @@ def start_serve(grpc_port: int | None = None, http_port: int | None = None, atte
                 http_options=HTTPOptions(host="127.0.0.1", port=http_port or free_port()),
                 grpc_options=gRPCOptions(port=port, grpc_servicer_functions=GRPC_SERVICER_FUNCTIONS),
             )
+            _started_port = port
             return port
         except Exception as e:
             if grpc_port or "Failed to bind" not in str(e) or attempt == attempts - 1:
