@@ -1,14 +1,23 @@
-"""Train/validation/test splits: grouped by query (no query in two splits) or by time (logs)."""
+"""Train/validation/test splits: grouped by query (no query in two splits), by normalised title
+(no title in two splits: item tasks, see docs/splits.md) or by time (logs)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
 from shoprank.errors import DataError
 from shoprank.hashing import unit_hash
+
+
+class SplitConfig(Protocol):
+    """The fractions a split needs (``shoprank.tasks.config.SplitConfig`` has them)."""
+
+    val_fraction: float
+    test_fraction: float
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
 
@@ -46,6 +55,62 @@ def split_by_query(
     )
     names = _names(len(f))
     return {name: tagged.filter(pl.col("__split") == i).drop("__key", "__split") for i, name in enumerate(names)}
+
+
+# -- the task examples' splits (``shoprank.tasks.examples``): a ``split`` column per row ---------
+def hash_split(groups: pl.Series, split: SplitConfig, seed: int = 0) -> pl.Series:
+    """Deterministic train/val/test by hashing the group key."""
+    uniq = groups.unique().to_list()
+    t, v = split.test_fraction, split.val_fraction
+
+    def which(k: object) -> str:
+        u = unit_hash(str(k), seed, "little")
+        return "test" if u < t else ("val" if u < t + v else "train")
+
+    mapping = {k: which(k) for k in uniq}
+    return groups.replace_strict(mapping, return_dtype=pl.Utf8)
+
+
+def time_cutoffs(ts: pl.Series, split: SplitConfig) -> tuple[object, object]:
+    """(val_start, test_start): the last ``test_fraction`` of time is test, the slice before val."""
+    s = ts.drop_nulls().sort()
+    n = s.len()
+    test_start = s[int(n * (1.0 - split.test_fraction))]
+    val_start = s[int(n * (1.0 - split.test_fraction - split.val_fraction))]
+    return val_start, test_start
+
+
+def time_split(ts: pl.Series, split: SplitConfig) -> pl.Series:
+    val_start, test_start = time_cutoffs(ts, split)
+    return (
+        pl.select(
+            pl.when(ts >= test_start)
+            .then(pl.lit("test"))
+            .when(ts >= val_start)
+            .then(pl.lit("val"))
+            .otherwise(pl.lit("train"))
+        )
+        .to_series()
+        .alias("split")
+    )
+
+
+def title_key(title: pl.Expr) -> pl.Expr:
+    """A title's split key: lower case, every run of characters other than letters and digits one
+    space, ends stripped ("Nike Men's Air-Max 90" and "nike men s air max 90" are one title; digits
+    are kept, so model numbers stay apart)."""
+    text = title.cast(pl.Utf8).fill_null("").str.to_lowercase()
+    return text.str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
+
+
+def split_by_title(
+    df: pl.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, column: str = "title"
+) -> dict[str, pl.DataFrame]:
+    """Split items so that no normalised title (:func:`title_key`) lands in two splits."""
+    if column not in df.columns:
+        raise DataError(f"split_by_title: no column {column!r} in frame (columns: {', '.join(df.columns)})")
+    keyed = df.with_columns(title_key(pl.col(column)).alias("__title"))
+    return {k: v.drop("__title") for k, v in split_by_query(keyed, fractions, seed, "__title").items()}
 
 
 def split_by_time(

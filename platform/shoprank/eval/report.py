@@ -25,14 +25,31 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     return "\n".join(lines) + "\n"
 
 
+SPLIT_LEGEND = {  # the ``split`` of an eval row (shoprank.tasks.examples.split_kind; docs/splits.md)
+    "query": "held out by normalised query: queries no training row has",
+    "time": "the newest slice of the log",
+    "title": "items whose normalised title no training item has",
+    "item": "a random split by item id (test titles may occur in training)",
+    "item:unseen_titles": "the item split's test items whose normalised title no training item has",
+}
+
+
+def split_legend(rows: list[dict[str, Any]]) -> str:
+    """What each ``split`` named in ``rows`` means, as Markdown lines ("" when none is named)."""
+    names = list(dict.fromkeys(r["split"] for r in rows if r.get("split")))
+    return "".join(f"- `{n}`: {SPLIT_LEGEND.get(n, n)}\n" for n in names)
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path, name: str = "eval") -> dict[str, Path]:
-    """``<name>.json`` and ``<name>.md`` (the table of ``report["table"]``) in ``out_dir``."""
+    """``<name>.json`` and ``<name>.md`` (the table of ``report["table"]`` and what its splits mean) in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md"}
     paths["json"].write_text(json.dumps(report, indent=2, default=float, sort_keys=True))
     rows = report.get("table") or []
-    paths["md"].write_text(f"# shoprank evaluation\n\n{markdown_table(rows)}")
+    legend = split_legend(rows)
+    md = f"# shoprank evaluation\n\n{markdown_table(rows)}"
+    paths["md"].write_text(md + (f"\nSplits:\n\n{legend}" if legend else ""))
     return paths
 
 

@@ -435,9 +435,11 @@ def evaluate_clicks(
 def format_table(rows: list[dict[str, Any]]) -> str:
     from shoprank.eval.report import markdown_table
 
-    systems = list(dict.fromkeys(k for r in rows for k in r if k not in ("task", "source", "metric")))
+    keys = ("task", "source", "metric", "split")
+    systems = list(dict.fromkeys(k for r in rows for k in r if k not in keys))
     systems = ["model"] + [s for s in systems if s != "model"]
-    return markdown_table(rows, ["task", "source", "metric", *systems])
+    split = ["split"] if any("split" in r for r in rows) else []
+    return markdown_table(rows, ["task", "source", "metric", *split, *systems])
 
 
 def clean(obj: Any) -> Any:

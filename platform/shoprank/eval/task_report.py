@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from shoprank.data.splits import title_key
 from shoprank.eval import metrics as M
 from shoprank.eval.baselines import score_pairs_bm25
 from shoprank.eval.tasks import class_logits, pair_raw, retrieval_metrics
@@ -23,11 +24,53 @@ from shoprank.model.embeddings import EmbeddingCache, embed_unique
 from shoprank.model.multitask import MultiTaskModel
 from shoprank.model.prototypes import ZeroShotClasses, class_name_text
 from shoprank.model.registry import TaskSpec
+from shoprank.model.text import ITEM, title_of
+from shoprank.tasks.examples import split_kind
+
+UNSEEN_TITLES = "item:unseen_titles"  # the split of a random item split's test items with titles unseen in training
 
 
-def row(task: str, source: str, metric: str, **values: float) -> dict[str, Any]:
-    """One report row: task, source, metric and a column per system."""
-    return {"task": task, "source": source, "metric": metric, **{k: float(v) for k, v in values.items()}}
+def row(task: str, source: str, metric: str, split: str | None = None, **values: float) -> dict[str, Any]:
+    """One report row: task, source, metric, the split the figure comes from (None: the task's usual one,
+    :func:`split_kind`) and a column per system."""
+    head = {"task": task, "source": source, "metric": metric, "split": split or split_kind(task)}
+    return {**head, **{k: float(v) for k, v in values.items()}}
+
+
+def _titles(df: pl.DataFrame) -> pl.Series:
+    """Each row's normalised title (the split key of a title split)."""
+    return (
+        pl.Series([title_of(t) for t in df["item"].to_list()], dtype=pl.Utf8)
+        .to_frame("t")
+        .select(title_key(pl.col("t")))["t"]
+    )
+
+
+def _item_views(
+    model: MultiTaskModel,
+    sp: TaskSpec,
+    source: str,
+    split: str,
+    test: pl.DataFrame,
+    train: pl.DataFrame,
+    base: np.ndarray,
+    caches: Caches,
+) -> list[dict[str, Any]]:
+    """Item tasks' extra views: unseen titles (under a random item split) and titles only."""
+    y = test["label"].to_numpy().astype(int)
+    rows = []
+    if split == "item":
+        unseen = ~_titles(test).is_in(_titles(train).unique().implode()).to_numpy()
+        if unseen.any():
+            pred = class_logits(model, sp.name, test.filter(pl.Series(unseen)), caches.model).argmax(1)
+            acc = {"model": M.accuracy(y[unseen], pred), "majority": M.accuracy(y[unseen], base[unseen])}
+            rows.append(row(sp.name, source, "accuracy_unseen_titles", UNSEEN_TITLES, **acc))
+    titles = test.with_columns(pl.Series(sp.text_column, [title_of(t) for t in test[sp.text_column].to_list()]))
+    pred = class_logits(model, sp.name, titles, caches.model).argmax(1)
+    rows.append(
+        row(sp.name, source, "accuracy_titles_only", split, model=M.accuracy(y, pred), majority=M.accuracy(y, base))
+    )
+    return rows
 
 
 @dataclass
@@ -58,9 +101,10 @@ def _classification_rows(
     pred = class_logits(model, sp.name, test, caches.model).argmax(1)
     majority = int(train["label"].mode().sort()[0]) if train.height else 0
     base = np.full_like(pred, majority)
+    split = split_kind(sp.name, test)
     rows = [
-        row(sp.name, source, "accuracy", model=M.accuracy(y, pred), majority=M.accuracy(y, base)),
-        row(sp.name, source, "macro_f1", model=M.macro_f1(y, pred), majority=M.macro_f1(y, base)),
+        row(sp.name, source, "accuracy", split, model=M.accuracy(y, pred), majority=M.accuracy(y, base)),
+        row(sp.name, source, "macro_f1", split, model=M.macro_f1(y, pred), majority=M.macro_f1(y, base)),
     ]
     if zs is not None and sp.eval_zero_shot:
         names = [class_name_text(n) for n in model.label_maps[sp.name]]
@@ -68,6 +112,8 @@ def _classification_rows(
         zpred = ZeroShotClasses(zs, names, temperature=1.0).predict(emb)  # arg-max: no temperature
         rows[0]["zero_shot"] = M.accuracy(y, zpred)
         rows[1]["zero_shot"] = M.macro_f1(y, zpred)
+    if sp.text_kind == ITEM:
+        rows.extend(_item_views(model, sp, source, split, test, train, base, caches))
     return rows
 
 

@@ -137,6 +137,13 @@ def item_texts(source: Any, kind: TextKind, recipe: TextRecipe | Recipes | None 
     return [recipe.render(t, c, d, a) for t, c, d, a in zip(*cols, strict=True)]
 
 
+def without_attributes(recipe: TextRecipe) -> TextRecipe:
+    """``recipe`` without its attributes part: the text of an item whose catalogue has no attributes
+    (training's attribute dropout, ``shoprank.tasks.examples``); a recipe of attributes alone keeps the title."""
+    parts = tuple(p for p in recipe.parts if p != "attributes") or ("title",)
+    return TextRecipe(parts, recipe.description_chars, recipe.exclude_attributes, recipe.strip)
+
+
 def item_text(title: str | None, description: str | None = None, category_path: str | None = None) -> str:
     """One item's default ``pair`` text: ``title | category path | first words of description``."""
     return DEFAULT_RECIPES[PAIR].render(title, category_path, description, None)

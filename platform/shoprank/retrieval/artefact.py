@@ -9,10 +9,15 @@ Layout::
       items.parquet     item_id, title, category_path, price, rating, season, in_stock, popularity,
                         and ``text``: the ``pair`` item text that was embedded (the manifest's
                         ``item_text`` holds its recipe; older artefacts lack both: readers rebuild
-                        the text from the columns above with the default recipe)
+                        the text from the columns above with the default recipe), and ``lexical_text``:
+                        the text the lexical index holds (only in an artefact with one)
       hnsw.bin          hnswlib index over the embeddings (only when hnsw_threshold <= num_items < compressed_threshold)
       ivfpq.faiss       faiss IVF-PQ over the embeddings (only when num_items >= compressed_threshold;
                         :mod:`shoprank.retrieval.compressed`: the rows are re-scored from embeddings.npy)
+      lexical/          the BM25 index over each item's lexical text (bm25s: CSC score arrays as .npy, vocabulary and
+                        parameters as JSON; :mod:`shoprank.retrieval.lexical`): built by the index job, or by
+                        ``write_artefact(..., lexical=True)``, or from items that carry ``lexical_text``;
+                        a sharded artefact keeps one row slice of it in each ``shard-NNN/lexical/`` instead
       shard-000/ ...    a sharded artefact (``shards`` > 1): each sub-directory holds the ANN structure of one
                         contiguous row range (hnsw.bin / ivfpq.faiss, or nothing when exact); the manifest's
                         ``shards`` lists each range, kind and file SHA-256s (:mod:`shoprank.retrieval.shards`).
@@ -42,6 +47,7 @@ from shoprank.errors import DataError
 from shoprank.files import sha256_file, staged_dir
 from shoprank.model.checkpoint import read_json_document
 from shoprank.retrieval.compressed import DEFAULT_COMPRESSED_THRESHOLD, IVFPQ_FILE, IVFPQParams
+from shoprank.retrieval.lexical import LEXICAL_COLUMN, lexical_texts, load_lexical, write_lexical
 
 FORMAT = "shoprank-index"
 FORMAT_VERSION = 1
@@ -95,8 +101,9 @@ def normalise_items(items: pl.DataFrame) -> pl.DataFrame:
         pl.col("in_stock").cast(pl.Boolean).fill_null(True),
         pl.col("popularity").cast(pl.Float64).fill_null(0.0),
     )
-    if TEXT_COLUMN in items.columns:
-        out = out.with_columns(items[TEXT_COLUMN].cast(pl.Utf8).alias(TEXT_COLUMN))
+    for extra in (TEXT_COLUMN, LEXICAL_COLUMN):
+        if extra in items.columns:
+            out = out.with_columns(items[extra].cast(pl.Utf8).alias(extra))
     return out
 
 
@@ -141,13 +148,22 @@ def finish_artefact(
     ivfpq: IVFPQParams | None = None,
     shards: int = 1,
     trained: Any = None,
+    lexical: bool | None = None,
 ) -> dict[str, Any]:
     """Complete a staged artefact directory that already holds ``embeddings.npy`` (unit rows, fp32, or fp16
-    for a compressed-only set too big to write in fp32): the item table, the ANN structure(s) and, last,
-    the manifest. ``trained``: an empty trained IVF-PQ to reuse (else one is trained on a sample)."""
+    for a compressed-only set too big to write in fp32): the item table, the ANN structure(s), the lexical
+    index (``lexical``: over :func:`~shoprank.retrieval.lexical.lexical_texts` of ``items``, read before the
+    columns are cut to the canonical ones, and kept as items column ``lexical_text``; None: when ``items`` carry
+    that column, i.e. re-writing a hybrid artefact's items keeps its lexical index; the index job passes True)
+    and, last, the manifest. ``trained``: an empty trained IVF-PQ to reuse (else one is trained on a sample)."""
     from shoprank.retrieval.shards import build_structures, shard_bounds
 
-    items = normalise_items(items)
+    if lexical is None:
+        lexical = LEXICAL_COLUMN in items.columns
+    texts = lexical_texts(items) if lexical else None
+    items = normalise_items(items.drop(LEXICAL_COLUMN, strict=False))
+    if texts is not None:
+        items = items.with_columns(pl.Series(LEXICAL_COLUMN, texts, dtype=pl.Utf8))
     emb = np.load(tmp / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
     if emb.ndim != 2 or emb.shape[0] != items.height:
         raise DataError(f"embeddings shape {emb.shape} does not match {items.height} items")
@@ -166,6 +182,11 @@ def finish_artefact(
     )  # fmt: skip
     single = built[0] if shards == 1 else None
     files = {name: sha256_file(tmp / name) for name in (EMBEDDINGS, ITEMS, HNSW, IVFPQ_FILE) if (tmp / name).exists()}
+    lexical_entry = write_lexical(tmp, texts, bounds if shards > 1 else None) if texts is not None else None
+    if lexical_entry is not None:
+        files.update(lexical_entry.pop("files", {}))
+        for entry, shard_files in zip(built, lexical_entry.pop("shard_files", []), strict=False):
+            entry["files"].update(shard_files)  # a shard's slice, checked with its shard
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -177,11 +198,13 @@ def finish_artefact(
         "embeddings_dtype": str(emb.dtype),
         "categories": top_categories(items["category_path"].to_list()),
         "hnsw": {"space": "ip", "M": hnsw_m, "ef_construction": hnsw_ef_construction}
-        if single and single["kind"] == "hnsw" else None,
+        if single and single["kind"] == "hnsw"
+        else None,
         "hnsw_threshold": hnsw_threshold,
         "ann": {"kind": single["kind"], **single.get("params", {})} if single else {"kind": "sharded"},
         "compressed_threshold": compressed_threshold,
         "shards": built if shards > 1 else None,
+        "lexical": lexical_entry,
         "files": files,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
@@ -214,6 +237,7 @@ class IndexArtefact:
     compressed: Any = None
     offset: int = 0
     shard: int | None = None
+    lexical: Any = None  # a LexicalIndex over the same rows (shoprank.retrieval.lexical), None: vector only
     _item_pos: dict[str, int] | None = field(default=None, repr=False)
 
     @property
@@ -243,10 +267,17 @@ class IndexArtefact:
 
 
 def load_artefact(
-    index_dir: str | Path, *, verify: bool = False, load_hnsw: bool = True, mmap: bool = True, shard: int | None = None
+    index_dir: str | Path,
+    *,
+    verify: bool = False,
+    load_hnsw: bool = True,
+    mmap: bool = True,
+    shard: int | None = None,
+    load_lexical_index: bool = True,
 ) -> IndexArtefact:
     """Load an artefact (embeddings memory-mapped; ``verify`` re-checks every file's SHA-256). ``shard``: only
-    that shard of a sharded artefact (its row range of the rows and items, and its ANN structure)."""
+    that shard of a sharded artefact (its row range of the rows and items, and its ANN and lexical structures).
+    The lexical index (when the artefact has one and ``load_lexical_index``) comes as ``lexical``."""
     index_dir = Path(index_dir)
     manifest = read_index_manifest(index_dir)
     shards = manifest.get("shards") or None
@@ -271,7 +302,8 @@ def load_artefact(
         items = pl.scan_parquet(index_dir / ITEMS).slice(lo, hi - lo).collect()
         rows = emb[lo:hi]
         hnsw, compressed = load_structure(index_dir / entry["name"], entry, rows) if load_hnsw else (None, None)
-        return IndexArtefact(index_dir, manifest, rows, items, hnsw, compressed, lo, shard)
+        lex = load_lexical(index_dir, manifest, shard) if load_lexical_index else None
+        return IndexArtefact(index_dir, manifest, rows, items, hnsw, compressed, lo, shard, lexical=lex)
     items = pl.read_parquet(index_dir / ITEMS)
     if emb.shape[0] != items.height:
         raise DataError(f"{index_dir}: {emb.shape[0]} embeddings but {items.height} items")
@@ -284,4 +316,5 @@ def load_artefact(
         from shoprank.retrieval.shards import load_structure
 
         hnsw, compressed = load_structure(index_dir, {"kind": "ivfpq", "params": manifest["ann"]}, emb)
-    return IndexArtefact(index_dir, manifest, emb, items, hnsw, compressed)
+    lex = load_lexical(index_dir, manifest) if load_lexical_index else None
+    return IndexArtefact(index_dir, manifest, emb, items, hnsw, compressed, lexical=lex)

@@ -5,7 +5,9 @@ knows); Ray Data embeds it with ``shoprank.batch.embed.ItemEmbedder`` on an acto
 model loads once per actor); the result is written with
 :func:`shoprank.retrieval.artefact.write_artefact` (atomic, versioned). Each item's ``pair`` text
 (the checkpoint's recipe, :mod:`shoprank.model.text`) is what gets embedded; the artefact keeps it
-(items column ``text``) and the recipes (manifest ``item_text``), so serving reads the same text.
+(items column ``text``) and the recipes (manifest ``item_text``), so serving reads the same text. The
+artefact also holds a BM25 index over each item's lexical text (title, brand, category path, description,
+attribute values: :mod:`shoprank.retrieval.lexical`) for hybrid retrieval.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import polars as pl
 from shoprank.errors import DataError
 from shoprank.retrieval.artefact import DEFAULT_HNSW_THRESHOLD, ITEM_COLUMNS, TEXT_COLUMN, write_artefact
 from shoprank.retrieval.compressed import DEFAULT_COMPRESSED_THRESHOLD
+from shoprank.retrieval.lexical import lexical_fields
 
 
 def read_catalogue(path: str | Path, fmt: str | None = None) -> pl.DataFrame:
@@ -104,9 +107,11 @@ def build_index(
     shards: int = 1,
     compressed_threshold: int = DEFAULT_COMPRESSED_THRESHOLD,
     encoder_runtime: str = "torch",
+    lexical: bool = True,
 ) -> dict[str, Any]:
     """Read, embed (Ray Data), write the artefact; returns its manifest plus timing. ``shards`` > 1: a
-    sharded artefact, one Ray task per shard; ranges past ``compressed_threshold`` items get IVF-PQ."""
+    sharded artefact, one Ray task per shard; ranges past ``compressed_threshold`` items get IVF-PQ.
+    ``lexical``: also the BM25 index for hybrid retrieval (one row slice per shard)."""
     from shoprank.model.checkpoint import expected_model_version, read_manifest
     from shoprank.model.text import MANIFEST_KEY, recipes_of, recipes_to_json
 
@@ -123,11 +128,13 @@ def build_index(
         num_gpus_per_actor=num_gpus_per_actor, encoder_runtime=encoder_runtime,
     )  # fmt: skip
     t1 = time.perf_counter()
-    keep = [c for c in (*ITEM_COLUMNS, TEXT_COLUMN) if c in items.columns]
+    # the lexical index reads the catalogue's descriptive fields too (shoprank.retrieval.lexical.LEXICAL_FIELDS)
+    wanted = (*ITEM_COLUMNS, TEXT_COLUMN, *lexical_fields(items.columns))
+    keep = list(dict.fromkeys(c for c in wanted if c in items.columns))
     recipes = recipes_of(read_manifest(checkpoint) if checkpoint is not None else None)  # what the embedder used
     path = write_artefact(
         out_dir, items.select(keep), emb, model_version=model_version, encoder=encoder,
-        hnsw_threshold=hnsw_threshold, shards=shards, compressed_threshold=compressed_threshold,
+        hnsw_threshold=hnsw_threshold, shards=shards, compressed_threshold=compressed_threshold, lexical=lexical,
         extra={"source": str(catalogue) if not isinstance(catalogue, pl.DataFrame)
                                               else "<frame>", MANIFEST_KEY: recipes_to_json(recipes),
                "encoder_runtime": encoder_runtime},  # what embedded the items (shoprank.model.runtime)

@@ -135,3 +135,18 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.n
     sc = np.concatenate([p[1] for p in parts]).astype(np.float32)
     order = np.lexsort((pos, -sc))[:n]
     return pos[order], sc[order]
+
+
+def merge_fused(
+    parts: list[list[tuple[np.ndarray, np.ndarray]]], n: int, lexical_n: int, rrf_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One query's per-shard ranked lists (each shard: [ANN (positions, cosines)] or, hybrid, [ANN, BM25]) merged
+    into the top ``n``: each side merged across shards by score (:func:`merge_topk`; BM25 to ``lexical_n``), then,
+    when there is a BM25 side, the two fused by reciprocal-rank fusion (scores: the fused ones)."""
+    vec = merge_topk([p[0] for p in parts], n)
+    lexical = [p[1] for p in parts if len(p) > 1]
+    if not lexical:
+        return vec
+    from shoprank.retrieval.lexical import rrf_fuse
+
+    return rrf_fuse([vec[0], merge_topk(lexical, lexical_n)[0]], n, rrf_k)

@@ -210,6 +210,15 @@ def build_app(args: dict[str, Any]) -> Application:
         torch_threads=a.torch_threads, device=a.ranker_device, serving=cfg.model_dump(), store_url=a.store_url,
         store=store_cfg.model_dump(),
     )  # fmt: skip
+    if cfg.rerank_top_n > 0:  # the cross-encoder phase (issue 23): the ingress's rank stage ranks, then reranks
+        from shoprank.serve_app.reranker import CrossEncoderReranker, RankThenRerank
+
+        rerank_opts = _actor_options(trace_env, num_cpus=a.ranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus))
+        reranker = CrossEncoderReranker.options(ray_actor_options=rerank_opts, **batched).bind(
+            cfg.model_dump(), torch_threads=a.torch_threads
+        )
+        router_opts = _actor_options(trace_env, num_cpus=0.1)
+        ranker = RankThenRerank.options(ray_actor_options=router_opts, **logs).bind(ranker, reranker, cfg.rerank_top_n)
     ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(trace_env, num_cpus=a.ingress_num_cpus), **logs}
     if a.ingress_max_ongoing_requests is not None:
         ingress_opts["max_ongoing_requests"] = a.ingress_max_ongoing_requests

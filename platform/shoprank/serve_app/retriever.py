@@ -7,6 +7,12 @@
   know which they have. The router fans each batch out to every shard (filters applied per shard)
   and merges the top-N by exact score: the same candidates as the unsharded index.
 
+Hybrid retrieval (``retrieval: hybrid``, an artefact with a lexical index): each shard returns its ANN
+top-N and its BM25 top ``lexical_candidates`` (the same filter); the router merges each side across
+shards by score (the shards' BM25 slices share the global IDF, so the merged lexical list is the
+unsharded one) and only then fuses the two by reciprocal-rank fusion: the same candidates as the
+unsharded hybrid retriever.
+
 Rollouts of a sharded index: the router names the ``index_version`` (and directory) it serves in
 every shard call; a shard replica keeps the versions it has loaded (the serving one and the one
 rolling in or out) and loads a named version beside the others on first use. So an old router
@@ -26,7 +32,7 @@ import numpy as np
 from ray import serve
 
 from shoprank.retrieval.artefact import load_artefact, read_index_manifest
-from shoprank.retrieval.shards import merge_topk
+from shoprank.retrieval.shards import merge_fused
 from shoprank.serve_app.common import BatchedStage
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.pipeline import Retriever
@@ -83,11 +89,21 @@ class RetrieverShard:
     def search(
         self, index_dir: str, index_version: str, jobs: list[RetrieveJob]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(artefact row positions, scores) per job in version ``index_version``, best first."""
+        """(artefact row positions, scores) per job in version ``index_version``, best first (fused when hybrid)."""
         r = self._retriever(index_dir, index_version)
         n = max(j.n for j in jobs)
         q = np.stack([j.embedding for j in jobs]).astype(np.float32)
-        return r.search(q, [j.filters for j in jobs], n)
+        return r.search(q, [j.filters for j in jobs], n, [j.query for j in jobs])
+
+    def search_parts(
+        self, index_dir: str, index_version: str, jobs: list[RetrieveJob]
+    ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Per job this shard's ranked lists to merge and fuse: ANN (positions, cosines), then when hybrid BM25
+        (positions, scores); positions are the artefact's rows."""
+        r = self._retriever(index_dir, index_version)
+        n = max(j.n for j in jobs)
+        q = np.stack([j.embedding for j in jobs]).astype(np.float32)
+        return r.search_parts(q, [j.filters for j in jobs], n, [j.query for j in jobs])
 
     def loaded(self) -> list[str]:
         return list(self.versions)
@@ -118,11 +134,13 @@ class ShardedRetriever:
 
     async def __call__(self, jobs: list[RetrieveJob]) -> list[Retrieved]:
         t0 = time.perf_counter()
-        parts = await asyncio.gather(*(h.search.remote(self.index_dir, self.index_version, jobs) for h in self.shards))
+        parts = await asyncio.gather(
+            *(h.search_parts.remote(self.index_dir, self.index_version, jobs) for h in self.shards)
+        )
         out = []
         ms = (time.perf_counter() - t0) * 1e3
         for b, job in enumerate(jobs):
-            pos, _ = merge_topk([p[b] for p in parts], job.n)
+            pos, _ = merge_fused([p[b] for p in parts], job.n, self.cfg.lexical_candidates, self.cfg.rrf_k)
             out.append(Retrieved(pos, self.index_version, self.index_dir, ms))
         return out
 

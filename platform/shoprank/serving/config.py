@@ -42,6 +42,13 @@ class ServingConfig(BaseModel):
     ivfpq_nprobe: int = Field(0, ge=0, le=65536)  # coarse lists scanned per query
     ivfpq_rerank_factor: int = Field(0, ge=0, le=1000)  # shortlist = rerank_factor x n, re-scored exactly
     # -- end retrieval
+    # -- hybrid retrieval (issue 23; shoprank.retrieval.lexical, docs/retrieval.md "Hybrid retrieval"): "hybrid"
+    # fuses the ANN top-N with the BM25 top lexical_candidates by reciprocal-rank fusion (rrf_k); an artefact
+    # without a lexical index serves "vector" (a warning).
+    retrieval: Literal["vector", "hybrid"] = "hybrid"
+    lexical_candidates: int = Field(100, ge=1, le=10_000)
+    rrf_k: int = Field(60, ge=1, le=100_000)
+    # -- end hybrid retrieval
     ranker_backend: str = "inprocess"
     max_batch_size: int = Field(16, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
@@ -62,6 +69,13 @@ class ServingConfig(BaseModel):
     # -- encoder runtime (issue 18; shoprank.model.runtime): what the query encoder runs on. ONNX variants
     # are exported next to the checkpoint when missing; one the parity gate refused falls back (a warning).
     encoder_runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # -- cross-encoder phase (issue 23; shoprank.serving.rerank, docs/cross_encoder.md): the ranked list's top
+    # rerank_top_n re-scored by the cross-encoder saved in cross_encoder_dir (shoprank train-cross), ordered by its
+    # rerank_score head. 0: off (the CPU default; on a GPU N ~ 100).
+    cross_encoder_dir: str | None = None
+    rerank_top_n: int = Field(0, ge=0, le=1000)
+    rerank_score: Literal["relevance", "click"] = "relevance"
+    # -- end cross-encoder phase
 
     def batch_settings(self) -> BatchSettings:
         """The batched deployments' default ``user_config`` (deployments may override it)."""
@@ -88,6 +102,17 @@ class ServingConfig(BaseModel):
         if v is not None:
             BlendWeights.from_dict(v)  # raises ValueError naming missing features
         return v
+
+    @field_validator("cross_encoder_dir")
+    @classmethod
+    def _absolute_cross_dir(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else str(Path(v).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _rerank_needs_model(self) -> ServingConfig:
+        if self.rerank_top_n > 0 and self.cross_encoder_dir is None:
+            raise ValueError("rerank_top_n > 0 needs cross_encoder_dir (a `shoprank train-cross` OUT/model)")
+        return self
 
     @model_validator(mode="after")
     def _deep_enough(self) -> ServingConfig:

@@ -71,7 +71,8 @@ async def run_flow(
     found: dict[int, Retrieved] = {}
     if search:
         filters = [None if queries[i].filters.is_empty() else queries[i].filters for i in search]
-        jobs = [RetrieveJob(encoded[i].embedding, f, num_candidates) for i, f in zip(search, filters, strict=True)]
+        jobs = [RetrieveJob(encoded[i].embedding, f, num_candidates, queries[i].query)
+                for i, f in zip(search, filters, strict=True)]  # fmt: skip
         found = dict(zip(search, await _call(stages.retrieve, jobs), strict=True))
     t2 = time.perf_counter()
     live = _live(queries, live)
@@ -103,6 +104,8 @@ async def run_flow(
             "intent_encode": e.encode_ms, "retrieve_search": found[i].search_ms if i in found else 0.0,
             "rank_forward": r.rank_ms,
         }  # fmt: skip
+        if r.rerank_ms:  # the cross-encoder phase ran inside the rank stage (shoprank.serving.rerank)
+            timings["rerank"] = r.rerank_ms
         out.append(
             SearchResult(
                 items=r.items, intent=e.intent, model_version=r.model_version, index_version=r.index_version,

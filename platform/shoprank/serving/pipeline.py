@@ -35,19 +35,18 @@ from shoprank.model.prototypes import SERVING_TEMPERATURE, ZeroShotClasses
 from shoprank.model.registry import ranking_head
 from shoprank.model.scoring import PairScores, class_probs, score_pairs
 from shoprank.retrieval.artefact import IndexArtefact, load_artefact
-from shoprank.retrieval.index import FilterSpec, VectorIndex
 from shoprank.serving.blend import blend, top_k
 from shoprank.serving.clicks import ClickPick, ServedClicks, served_clicks
 from shoprank.serving.config import ServingConfig
 from shoprank.serving.flow import Stages, run_flow, run_sync
 from shoprank.serving.items import ItemTable, blended_items, ranked_item
+from shoprank.serving.rerank import rerank_stage
+from shoprank.serving.retrieve import Retriever
 from shoprank.serving.stages import (
     EncodedQuery,
     IntentResult,
     RankedList,
     RankJob,
-    Retrieved,
-    RetrieveJob,
     SearchResult,
 )
 from shoprank.serving.validation import InvalidRequest, Query, shown
@@ -116,45 +115,7 @@ class QueryEncoder:
         return [EncodedQuery(emb[i], intents[i], ms) for i in range(len(texts))]
 
 
-# -- retrieval ----------------------------------------------------------------------------
-class Retriever:
-    """Filtered top-N candidates from one index artefact, or one shard of a sharded one (exact, HNSW or
-    compressed IVF-PQ, see VectorIndex); positions are always the whole artefact's rows."""
-
-    def __init__(self, artefact: IndexArtefact, cfg: ServingConfig) -> None:
-        self.artefact = artefact
-        self.index_version = artefact.index_version
-        self.index_dir = str(artefact.path)
-        self.offset = artefact.offset  # a shard's first row in the artefact
-        if artefact.compressed is not None:
-            artefact.compressed.tune(cfg.ivfpq_nprobe, cfg.ivfpq_rerank_factor)
-        self.index = VectorIndex(
-            np.asarray(artefact.embeddings),  # memory-mapped rows stay mapped (a view, not a copy)
-            artefact.items,
-            artefact.hnsw,
-            hnsw_threshold=cfg.hnsw_threshold,
-            ef_search=cfg.ef_search,
-            compressed=artefact.compressed,
-        )
-
-    def search(self, q_emb: np.ndarray, filters: list[FilterSpec | None], n: int) -> list[tuple[np.ndarray, ...]]:
-        """(artefact row positions, scores) per query, best first."""
-        found = self.index.search(q_emb, n, filters)
-        return [(pos + self.offset, sc) for pos, sc in found] if self.offset else found
-
-    def retrieve(self, q_emb: np.ndarray, filters: list[FilterSpec | None], n: int) -> list[np.ndarray]:
-        """Candidate row positions per query, best first."""
-        return [pos for pos, _ in self.search(q_emb, filters, n)]
-
-    def __call__(self, jobs: list[RetrieveJob]) -> list[Retrieved]:
-        """The retrieve stage: one index search for all ``jobs``."""
-        t0 = time.perf_counter()
-        n = max(j.n for j in jobs)
-        q = np.stack([j.embedding for j in jobs]).astype(np.float32)
-        found = self.retrieve(q, [j.filters for j in jobs], n)
-        ms = (time.perf_counter() - t0) * 1e3
-        version, where = self.index_version, self.index_dir
-        return [Retrieved(pos[: j.n], version, where, ms) for pos, j in zip(found, jobs, strict=True)]
+# -- retrieval: shoprank.serving.retrieve (re-exported here) -------------------------------
 
 
 # -- ranking ------------------------------------------------------------------------------
@@ -437,13 +398,14 @@ class SearchPipeline:
         clicks = served_clicks(store_url, manifest, self.config, store, checkpoint)
         self.ranker = Ranker(model, version, self.config.ranker_backend, clicks=clicks)
         self.ranker.add_artefact(artefact)
+        self.rank_stage = rerank_stage(self.ranker, self.config, str(model.device))  # + the cross-encoder phase
         # the served-results log (None: off); handle() logs each response, close() writes the rest
         self.served_log = open_served_log(self.config.served_log_dir)
 
     def search_batch(self, queries: list[Query]) -> list[SearchResult | InvalidRequest]:
         """Search (or Rank, for queries with ``item_ids``) a batch of validated queries: one result per
         query, or the InvalidRequest that query alone failed with (the flow's error behaviour)."""
-        stages = Stages(encode=self.encoder, retrieve=self.retriever, rank=self.ranker)
+        stages = Stages(encode=self.encoder, retrieve=self.retriever, rank=self.rank_stage)
         return run_sync(run_flow(stages, queries, self.config.num_candidates))
 
     def search(self, query: Query) -> SearchResult:

@@ -48,6 +48,7 @@ class RetrieveJob:
     embedding: np.ndarray
     filters: FilterSpec | None
     n: int
+    query: str = ""  # hybrid retrieval: the query text for the lexical (BM25) side
 
 
 @dataclass
@@ -93,6 +94,20 @@ class RankedList:
     signals: list[str] = field(default_factory=list)  # behavioural signals the click blend used
     degraded: bool = False  # the click blend is on but the store failed: the model alone ranked
     degraded_reason: str = ""
+    rerank_ms: float = 0.0  # cross-encoder phase (issue 23): its batch's time; 0: not reranked
+
+
+# -- cross-encoder phase (issue 23; shoprank.serving.rerank)
+@dataclass
+class RerankJob:
+    """rerank takes one ranked list, the query text the cross-encoder reads with each item, how many of
+    the top items it re-scores (``top_n``) and how many the answer keeps (``k``; 0: all)."""
+
+    query: str
+    ranked: RankedList
+    top_n: int
+    k: int = 0
+# -- end cross-encoder phase
 
 
 @dataclass

@@ -9,7 +9,7 @@ part of its recorded training config.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -74,6 +74,20 @@ class SplitConfig(_Strict):
     # Seed of the splits, click negatives and validation/evaluation samples; None: the run's
     # ``seed``. Fixing it lets runs that differ only in their training seed share one test set.
     seed: int | None = None
+    # Item tasks (category, season): "title" hashes the normalised title (no title on both sides:
+    # the honest default), "item" the item id (a random split; shared titles leak). docs/splits.md.
+    item_split: Literal["title", "item"] = "title"
+
+
+LEGACY_ITEM_SPLIT = "item"  # what a recorded config without ``split.item_split`` was trained on
+
+
+class ItemTextConfig(_Strict):
+    """Training-time item text settings (the texts themselves follow ``shoprank.model.text`` recipes)."""
+
+    # Item tasks: the share of training rows whose text drops the attributes (the recipe without
+    # them, the text of a catalogue that has none), so the heads do not collapse on titles alone.
+    attribute_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class DataConfig(_Strict):
@@ -82,6 +96,7 @@ class DataConfig(_Strict):
     sources: dict[str, SourceConfig] = Field(min_length=1)
     tasks: dict[str, TaskConfig] = Field(min_length=1)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    item_text: ItemTextConfig = Field(default_factory=ItemTextConfig)
     seed: int = 0
 
     @field_validator("tasks")
@@ -102,8 +117,13 @@ class DataConfig(_Strict):
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> DataConfig:
-        """The data part of a (dumped) training config, e.g. a checkpoint manifest's ``train_config``."""
-        return cls.model_validate({k: v for k, v in config.items() if k in cls.model_fields})
+        """The data part of a (dumped) training config, e.g. a checkpoint manifest's ``train_config``.
+
+        A config recorded before ``split.item_split`` existed was split by item id: it gets "item"."""
+        data = {k: v for k, v in config.items() if k in cls.model_fields}
+        split = dict(data.get("split") or {})
+        split.setdefault("item_split", LEGACY_ITEM_SPLIT)
+        return cls.model_validate({**data, "split": split})
 
     @property
     def data_seed(self) -> int:

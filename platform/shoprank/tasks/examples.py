@@ -8,8 +8,11 @@ one Ray Data path and one sampler serve them all:
 ``popularity``, ``month`` (1..12, 0 = none), ``label`` (class index, 0..1 grade, click 0/1 or
 demand share) and ``split`` ("train" | "val" | "test").
 
-Splits are deterministic: hashed by ``group`` (queries for ranking tasks, items for item
-tasks), or by time for click logs, so ``shoprank eval`` rebuilds exactly the held-out rows.
+Splits are deterministic: hashed by ``group`` (queries for ranking tasks; for item tasks the
+normalised title, ``split.item_split: title``, or the item id, ``item``), or by time for click
+logs, so ``shoprank eval`` rebuilds exactly the held-out rows; :func:`split_kind` names a task's
+split for the eval report (docs/splits.md). ``item_text.attribute_dropout`` replaces that share of
+the item tasks' training texts by the text without attributes (:func:`attribute_dropout`).
 
 Item texts come from :func:`shoprank.model.text.item_texts`, each task's kind
 (``TaskSpec.text_kind``) by the recipes given to :func:`build_task_data` (a checkpoint's, see
@@ -27,10 +30,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from shoprank.data.splits import hash_split, time_cutoffs, time_split, title_key
 from shoprank.errors import ConfigError, DataError
 from shoprank.hashing import unit_hash
 from shoprank.model.registry import CLASS_TASKS, TextKind, spec
-from shoprank.model.text import DEFAULT_RECIPES, PAIR, Recipes, TextRecipe, item_texts, recipes_to_json
+from shoprank.model.text import (
+    DEFAULT_RECIPES,
+    ITEM,
+    PAIR,
+    Recipes,
+    TextRecipe,
+    item_texts,
+    recipes_to_json,
+    without_attributes,
+)
 from shoprank.tasks.config import DataConfig, SourceConfig, SplitConfig, TaskConfig
 
 EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
@@ -46,6 +59,7 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.Utf8(),
 }
 Frames = dict[str, pl.DataFrame]
+__all__ = ["hash_split", "time_cutoffs", "time_split"]  # re-exported (shoprank.data.splits holds them)
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -86,44 +100,6 @@ def fingerprint_source(src: SourceConfig, frames: Frames) -> dict[str, object]:
         else:
             files.append({"format": part.format, "path": part.path, "n_items": src.n_items, "seed": src.seed})
     return {"files": files, "rows": {k: v.height for k, v in frames.items()}}
-
-
-# -- splits -------------------------------------------------------------------------------
-def hash_split(groups: pl.Series, split: SplitConfig, seed: int = 0) -> pl.Series:
-    """Deterministic train/val/test by hashing the group key."""
-    uniq = groups.unique().to_list()
-    t, v = split.test_fraction, split.val_fraction
-
-    def which(k: object) -> str:
-        u = unit_hash(str(k), seed, "little")
-        return "test" if u < t else ("val" if u < t + v else "train")
-
-    mapping = {k: which(k) for k in uniq}
-    return groups.replace_strict(mapping, return_dtype=pl.Utf8)
-
-
-def time_cutoffs(ts: pl.Series, split: SplitConfig) -> tuple[object, object]:
-    """(val_start, test_start): the last ``test_fraction`` of time is test, the slice before val."""
-    s = ts.drop_nulls().sort()
-    n = s.len()
-    test_start = s[int(n * (1.0 - split.test_fraction))]
-    val_start = s[int(n * (1.0 - split.test_fraction - split.val_fraction))]
-    return val_start, test_start
-
-
-def time_split(ts: pl.Series, split: SplitConfig) -> pl.Series:
-    val_start, test_start = time_cutoffs(ts, split)
-    return (
-        pl.select(
-            pl.when(ts >= test_start)
-            .then(pl.lit("test"))
-            .when(ts >= val_start)
-            .then(pl.lit("val"))
-            .otherwise(pl.lit("train"))
-        )
-        .to_series()
-        .alias("split")
-    )
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -306,17 +282,54 @@ def build_click(
     return df.with_columns(pl.col("query").alias("group"), pl.Series("month", month).cast(pl.Int32))
 
 
+TITLE_GROUP = "title:"  # the group prefix of item rows split by title (``split.item_split: title``)
+BARE_COLUMN = "item_bare"  # item tasks' text without attributes, until _finish drops it
+
+
 def _item_class_rows(
     cat: pl.DataFrame, task: str, column: pl.Expr, sp: SplitConfig, seed: int, recipes: Recipes
 ) -> pl.DataFrame:
     # The item text (kind "item") holds the item's attributes (colour, gender, usage, year): legitimate
     # inputs for item tasks; the attributes that *are* labels are left out by the recipe.
     view = _view(cat, task, recipes)
-    labels = cat.select(pl.col("item_id").cast(pl.Utf8), column.alias("class"))
-    df = view.join(labels.unique("item_id"), on="item_id", how="inner").filter(pl.col("class").is_not_null())
-    return df.with_columns(pl.col("item_id").alias("group")).with_columns(
-        hash_split(df["item_id"], sp, seed).alias("split")
+    kind = spec(task).text_kind or ITEM
+    key = title_key(_col(cat, "title", ""))
+    labels = cat.select(
+        pl.col("item_id").cast(pl.Utf8),
+        column.alias("class"),
+        pl.when(key != "").then(pl.lit(TITLE_GROUP) + key).otherwise(pl.col("item_id").cast(pl.Utf8)).alias("tkey"),
+        pl.Series(BARE_COLUMN, item_texts(cat, kind, without_attributes(recipes[kind])), dtype=pl.Utf8),
     )
+    df = view.join(labels.unique("item_id"), on="item_id", how="inner").filter(pl.col("class").is_not_null())
+    group = pl.col("item_id") if sp.item_split == "item" else pl.col("tkey")
+    df = df.with_columns(group.alias("group")).drop("tkey")
+    return df.with_columns(hash_split(df["group"], sp, seed).alias("split"))
+
+
+def attribute_dropout(df: pl.DataFrame, rate: float, seed: int) -> pl.DataFrame:
+    """Training rows' ``item`` replaced by their text without attributes (``BARE_COLUMN``) for a
+    ``rate`` share of items, chosen by a stable hash of the item id (the same rows in every process)."""
+    if rate <= 0.0 or BARE_COLUMN not in df.columns:
+        return df
+    ids = df["item_id"].cast(pl.Utf8).fill_null("")
+    drop = pl.Series([unit_hash(f"attribute-dropout:{k}", seed, "little") < rate for k in ids.to_list()])
+    drop = drop & (df["split"] == "train")
+    return df.with_columns(pl.when(drop).then(pl.col(BARE_COLUMN)).otherwise(pl.col("item")).alias("item"))
+
+
+def split_kind(task: str, df: pl.DataFrame | None = None) -> str:
+    """Which split a task's rows come from: "query" (hashed by normalised query: no test query was
+    trained on), "time" (click logs: test is the newest slice), "title" (items hashed by normalised
+    title; demand's items are their descriptions) or "item" (items hashed by id: a random split).
+    Item tasks tell title from item by ``df``'s groups (their split key)."""
+    if task == "click":
+        return "time"
+    if task in ("intent", "retrieval", "relevance"):
+        return "query"
+    if task == "demand" or df is None or df.is_empty():
+        return "title"
+    # groups are "<source>:<key>" (_finish); a title split's keys start with TITLE_GROUP
+    return "title" if df["group"].str.contains(f"^[^:]*:{TITLE_GROUP}").any() else "item"
 
 
 def build_category(
@@ -444,6 +457,7 @@ def build_task_data(
             df = BUILDERS[task](frames_by_source[src], tc, cfg.split, cfg.data_seed, recipes)
             if df is None or df.is_empty():
                 continue
+            df = attribute_dropout(df, cfg.item_text.attribute_dropout, cfg.data_seed)
             if task in CLASS_TASKS:
                 df = df.with_columns(pl.col("class").cast(pl.Utf8))
                 parts.append(_finish(df, src).with_columns(df["class"].alias("class")))

@@ -1,4 +1,9 @@
-"""CSV or parquet already in a canonical schema (:mod:`shoprank.data.schemas`): one file or a folder."""
+"""CSV or parquet already in a canonical schema (:mod:`shoprank.data.schemas`): one file or a folder.
+
+A catalogue needs only ``item_id`` and ``title`` (``product_uid``/``product_title``/``product_description``,
+the Home Depot names, are read as ``item_id``/``title``/``description`` when those are absent); its other
+columns take their defaults (no attributes, no description, ...), so a bare catalogue still loads and scores.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,39 @@ from shoprank.errors import DataError
 _NULLABLE_TEXT = {"intent", "season", "user_hash", "customer_hash", "country"}
 _ID_COLUMN = {"catalogue": "item_id", "queries": "query_id"}
 _REQUIRED_TEXT = {"catalogue": ("title", V.EMPTY_TITLE), "queries": ("text", V.EMPTY_TEXT)}
+# the columns a kind cannot do without (the rest of its schema takes _DEFAULTS); other kinds need all
+_REQUIRED = {"catalogue": ("item_id", "title")}
+_DEFAULTS = {"catalogue": {"description": "", "category_path": "", "attributes": "{}", "price": "", "rating": "",
+                           "season": "", "in_stock": "true", "popularity": "0"}}  # fmt: skip
+ALIASES = {"catalogue": {"item_id": "product_uid", "title": "product_title", "description": "product_description"}}
+
+
+def _required(kind: str) -> list[str]:
+    return list(_REQUIRED.get(kind, SCHEMAS[kind]))
+
+
+def _aliased(columns: list[str], kind: str) -> list[str]:
+    """``columns`` as ``kind`` reads them (an alias stands for its canonical name when that is absent)."""
+    alias = {a: c for c, a in ALIASES.get(kind, {}).items() if c not in columns}
+    return [alias.get(c, c) for c in columns]
 
 
 def detect_kind(columns: list[str]) -> str | None:
-    """The canonical kind whose columns are all present (the largest such schema), else None."""
-    matches = [k for k, s in SCHEMAS.items() if all(c in columns for c in s)]
-    return max(matches, key=lambda k: len(SCHEMAS[k])) if matches else None
+    """The canonical kind whose required columns are all present (the most of its schema present, then
+    the largest schema), else None."""
+    matches = [k for k in SCHEMAS if all(c in _aliased(columns, k) for c in _required(k))]
+    present = {k: sum(c in _aliased(columns, k) for c in SCHEMAS[k]) for k in matches}
+    return max(matches, key=lambda k: (present[k], len(SCHEMAS[k]))) if matches else None
+
+
+def conform_columns(df: pl.DataFrame, kind: str, notes: list[str] | None = None) -> pl.DataFrame:
+    """``df`` with ``kind``'s aliases renamed and its missing optional columns at their defaults (as text)."""
+    columns = _aliased(df.columns, kind)
+    df = df.rename(dict(zip(df.columns, columns, strict=True)))
+    missing = {c: v for c, v in _DEFAULTS.get(kind, {}).items() if c not in df.columns}
+    if missing and notes is not None:
+        notes.append(f"{kind}: no {', '.join(missing)} column(s); defaults used")
+    return df.with_columns(pl.lit(v, dtype=pl.Utf8).alias(c) for c, v in missing.items())
 
 
 def _closest_kind(columns: list[str]) -> str:
@@ -114,8 +146,8 @@ def _read_canonical_file(
         V.require_columns(source, columns, list(SCHEMAS[closest]))
     if kind not in SCHEMAS:
         raise DataError(f"{path}: unknown kind {kind!r} (known: {', '.join(SCHEMAS)})")
-    V.require_columns(source, columns, list(SCHEMAS[kind]))
-    frame, parts = canonical_frame(df, kind, source)
+    V.require_columns(source, _aliased(columns, kind), _required(kind))
+    frame, parts = canonical_frame(conform_columns(df, kind, notes), kind, source)
     return kind, frame, q0 + parts, rows
 
 
