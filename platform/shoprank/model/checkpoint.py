@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from safetensors.torch import load_file, save_file
 
 import shoprank
@@ -23,6 +23,8 @@ from shoprank.files import atomic_path, atomic_write_text, sha256_file
 from shoprank.model.multitask import ModelConfig, MultiTaskModel
 from shoprank.model.text import DEFAULT_RECIPES, Recipes, recipes_of, recipes_to_json
 from shoprank.model.text import MANIFEST_KEY as ITEM_TEXT_KEY
+
+C = TypeVar("C", bound=BaseModel)
 
 FORMAT = "shoprank-checkpoint"
 FORMAT_VERSION = 1
@@ -98,6 +100,24 @@ def model_version(manifest: dict[str, Any] | None, encoder: str = "minilm") -> s
     return f"{manifest['model_config'].get('encoder', 'model')}-{manifest['weights_sha256'][:12]}"
 
 
+def checked_weights(directory: Path, manifest: dict[str, Any]) -> Path:
+    """A saved model's safetensors file, once it exists and matches the manifest's ``weights_sha256``."""
+    weights = directory / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS}")
+    if sha256_file(weights) != manifest.get("weights_sha256"):
+        raise CheckpointError(f"{weights}: checksum does not match the manifest (corrupt or replaced)")
+    return weights
+
+
+def manifest_config(directory: Path, manifest: dict[str, Any], cls: type[C]) -> C:
+    """The manifest's ``model_config`` as ``cls``; CheckpointError naming the manifest otherwise."""
+    try:
+        return cls.model_validate(manifest["model_config"])
+    except (KeyError, ValidationError) as e:
+        raise CheckpointError(f"{directory / MANIFEST}: bad model_config ({e})") from e
+
+
 def expected_model_version(checkpoint: str | Path | None, encoder: str = "minilm") -> str:
     """The model version a checkpoint (or the pretrained encoder) serves, without loading weights."""
     return model_version(read_manifest(checkpoint) if checkpoint is not None else None, encoder)
@@ -114,15 +134,8 @@ def load_checkpoint(
     missing or stale; a variant the parity gate refused falls back with a warning)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    weights = directory / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{directory}: missing {WEIGHTS}")
-    if sha256_file(weights) != manifest.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: checksum does not match the manifest (corrupt or replaced)")
-    try:
-        config = ModelConfig.model_validate(manifest["model_config"])
-    except (KeyError, ValidationError) as e:
-        raise CheckpointError(f"{directory / MANIFEST}: bad model_config ({e})") from e
+    weights = checked_weights(directory, manifest)
+    config = manifest_config(directory, manifest, ModelConfig)
     model = MultiTaskModel(config, manifest.get("label_maps") or {})
     try:
         state = load_file(str(weights), device=device)

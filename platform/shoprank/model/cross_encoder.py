@@ -23,14 +23,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import shoprank
 from shoprank.errors import CheckpointError
 from shoprank.files import atomic_path, atomic_write_text, sha256_file
-from shoprank.model.checkpoint import MANIFEST, WEIGHTS, read_json_document
+from shoprank.model.checkpoint import MANIFEST, WEIGHTS, checked_weights, manifest_config, read_json_document
 from shoprank.model.encoder import EncoderName, build_backbone, load_tokenizer
 
 FORMAT = "shoprank-cross-encoder"
@@ -153,15 +153,8 @@ def load_cross_encoder(directory: str | Path, device: str = "cpu") -> tuple[Cros
     """The saved cross-encoder (in eval mode) and its manifest; the weights' hash is checked first."""
     directory = Path(directory)
     manifest = read_cross_manifest(directory)
-    weights = directory / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{directory}: missing {WEIGHTS}")
-    if sha256_file(weights) != manifest.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: checksum does not match the manifest (corrupt or replaced)")
-    try:
-        config = CrossEncoderConfig.model_validate(manifest["model_config"])
-    except (KeyError, ValidationError) as e:
-        raise CheckpointError(f"{directory / MANIFEST}: bad model_config ({e})") from e
+    weights = checked_weights(directory, manifest)
+    config = manifest_config(directory, manifest, CrossEncoderConfig)
     model = CrossEncoder(config)
     try:
         model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
