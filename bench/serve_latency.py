@@ -3,6 +3,7 @@
     python bench/serve_latency.py            # catalogues of 10k and 100k items, ANN on 1M vectors
     python bench/serve_latency.py --quick    # 10k items, fewer requests, ANN on 200k vectors
     python bench/serve_latency.py --quick --runtimes-only   # the encoder runtimes section alone
+    python bench/serve_latency.py --quick --phases-only     # vector vs hybrid vs + cross-encoder phase
 
 For each catalogue size, with the real all-MiniLM-L6-v2 encoder (pretrained, no checkpoint):
 
@@ -20,11 +21,16 @@ Encoder runtimes (issue 18; ``--runtimes``, or ``--runtimes-only``): c1 and c16 
 and of the in-process pipeline with the query encoder on torch fp32, then on ONNX int8
 (``serving.encoder_runtime``), same index and requests, in this run -> int8/torch p50 ratios.
 
+Retrieval and ranking phases (issue 23; ``--phases``, or ``--phases-only``): the same c1/c16 p50s with
+vector-only retrieval, hybrid (BM25 + ANN) retrieval, and hybrid plus the cross-encoder phase over the top
+``--rerank-n`` (the model in ``--cross-encoder``, default runs/cross/model; skipped when absent) -> each
+p50 over the vector-only path's in this run.
+
 Targets (issue 4): served p50 <= 1.5x in-process, served p99 <= 3x served p50, batching >= 3x,
 recall@100 >= 0.98. Every ratio comes from this one run; results also go to --out as JSON.
 
-The module is over 500 lines because it holds the served graph's four measurements (latency, Serve's
-floor, ANN, encoder runtimes), which share its request set, index builder and load generator.
+The module is over 500 lines because it holds the served graph's five measurements (latency, Serve's
+floor, ANN, encoder runtimes, phases), which share its request set, index builder and load generator.
 """
 
 from __future__ import annotations
@@ -87,7 +93,8 @@ def build_catalogue_index(n: int, out: Path, cache: Path, embed_max: int | None)
         note = f"{m:,} item texts embedded with MiniLM; the other {n - m:,} items reuse those vectors + noise"
     index = out / f"index_{n}_{m}"
     try:
-        if read_index_manifest(index)["num_items"] == n:
+        m_ = read_index_manifest(index)
+        if m_["num_items"] == n and m_.get("lexical"):
             return index, note
     except Exception:  # noqa: BLE001 - build it
         pass
@@ -110,7 +117,7 @@ def build_catalogue_index(n: int, out: Path, cache: Path, embed_max: int | None)
         extra = emb[rng.integers(0, m, n - m)] + 0.05 * rng.normal(size=(n - m, emb.shape[1])).astype(np.float32)
         extra /= np.linalg.norm(extra, axis=1, keepdims=True)
         emb = np.concatenate([emb, extra.astype(np.float32)])
-    write_artefact(index, cat, emb, model_version="pretrained-minilm", encoder="minilm")
+    write_artefact(index, cat, emb, model_version="pretrained-minilm", encoder="minilm", lexical=True)
     return index, note
 
 
@@ -225,24 +232,44 @@ def bench_catalogue(n: int, args, out: Path) -> dict:
 
 
 def bench_runtimes(n: int, args, out: Path, runtimes: tuple[str, ...] = ("torch", "onnx-int8")) -> dict:
-    """c1/c16 p50, served and in-process, with the query encoder on each runtime (one app at a time, same
-    index and requests; the ONNX files are exported before any timing)."""
-    from ray import serve
+    """c1/c16 p50, served and in-process, with the query encoder on each runtime (the ONNX files are
+    exported before any timing)."""
     from shoprank.model.checkpoint import load_model
+
+    for runtime in runtimes:
+        load_model(None, encoder="minilm", encoder_runtime=runtime)  # export (once) before anything is timed
+    return bench_variants(n, args, out, {r: {"encoder_runtime": r} for r in runtimes}, "encoder runtimes")
+
+
+def bench_phases(n: int, args, out: Path) -> dict:
+    """c1/c16 p50, served and in-process: vector-only retrieval, hybrid retrieval, hybrid + the cross-encoder
+    phase over the top ``args.rerank_n`` (when ``args.cross_encoder`` holds a model)."""
+    variants: dict[str, dict] = {"vector": {"retrieval": "vector"}, "hybrid": {"retrieval": "hybrid"}}
+    if (args.cross_encoder / "manifest.json").is_file():
+        variants[f"hybrid + cross-encoder N={args.rerank_n}"] = {
+            "retrieval": "hybrid", "rerank_top_n": args.rerank_n, "cross_encoder_dir": str(args.cross_encoder)
+        }  # fmt: skip
+    else:
+        print(f"  no cross-encoder in {args.cross_encoder}: the cross-encoder row is skipped", flush=True)
+    return bench_variants(n, args, out, variants, "retrieval and ranking phases")
+
+
+def bench_variants(n: int, args, out: Path, variants: dict[str, dict], title: str) -> dict:
+    """c1/c16 p50, served and in-process, for each named set of serving settings (one app at a time, same
+    index and requests); every variant's p50s over the first variant's."""
+    from ray import serve
     from shoprank.serve_app import server
     from shoprank.serving.client import SearchClient
     from shoprank.serving.config import ServingConfig
     from shoprank.serving.pipeline import SearchPipeline
     from shoprank.serving.protos import pb2
 
-    print(f"\n== encoder runtimes {' vs '.join(runtimes)}: catalogue of {n:,} items ==", flush=True)
+    print(f"\n== {title}: {' vs '.join(variants)}; catalogue of {n:,} items ==", flush=True)
     index, note = build_catalogue_index(n, out, out / "cache", args.embed_max)
-    for runtime in runtimes:
-        load_model(None, encoder="minilm", encoder_runtime=runtime)  # export (once) before anything is timed
     reqs, warm = make_requests(args.requests, pb2), make_requests(16, pb2)
-    res: dict = {"items": n, "item_vectors": note, "by_runtime": {}}
-    for runtime in runtimes:
-        serving = {"max_batch_size": 16, "batch_wait_timeout_s": 0.0, "encoder_runtime": runtime}
+    res: dict = {"title": title, "items": n, "item_vectors": note, "by_variant": {}}
+    for name, overrides in variants.items():
+        serving = {"max_batch_size": 16, "batch_wait_timeout_s": 0.0, **overrides}
         pipe = SearchPipeline(index, encoder="minilm", config=ServingConfig(**serving))
         port = server.start_serve()
         server.deploy({"index_dir": str(index), "encoder": "minilm", "serving": serving,
@@ -250,10 +277,6 @@ def bench_runtimes(n: int, args, out: Path, runtimes: tuple[str, ...] = ("torch"
                        "ingress_max_queued_requests": 256})  # fmt: skip
         client = SearchClient(f"localhost:{port}", timeout=120)
         stats = serve.get_deployment_handle("QueryIntent", server.DEFAULT_APPLICATION).batch_stats.remote().result()
-        served_runtime = stats.get("encoder_runtime", "torch")
-        if served_runtime != runtime:
-            print(f"  NOTE: the served QueryIntent runs {served_runtime}, not {runtime} (the app does not hand "
-                  "serving.encoder_runtime to QueryIntent): served figures are torch's", flush=True)  # fmt: skip
 
         def in_process(r, pipe=pipe):
             return pipe.handle(r, pb2)
@@ -263,55 +286,59 @@ def bench_runtimes(n: int, args, out: Path, runtimes: tuple[str, ...] = ("torch"
 
         run_load(in_process, warm, 1)
         run_load(served_call, warm, 4)
-        row: dict = {"in_process_runtime": pipe.encoder.model.encoder_runtime, "served_runtime": served_runtime}
+        row: dict = {"settings": overrides, "in_process_runtime": pipe.encoder.model.encoder_runtime,
+                     "served_runtime": stats.get("encoder_runtime", "torch")}  # fmt: skip
         for c in (1, 16):
-            lat_in, lat_sv = [], []
+            lat_in, lat_sv, outs = [], [], []
             for chunk in [reqs[i :: args.rounds] for i in range(args.rounds)]:
                 lat_in += run_load(in_process, chunk, c)[0]
-                lat_sv += run_load(served_call, chunk, c)[0]
+                la, _, o = run_load(served_call, chunk, c)
+                lat_sv, outs = lat_sv + la, outs + o
             row[f"c{c}"] = {"in_process_p50": pct(lat_in, 50), "served_p50": pct(lat_sv, 50),
                             "served_p99": pct(lat_sv, 99)}  # fmt: skip
+            stages: dict[str, list[float]] = {}
+            for o in outs:
+                for stage, ms in o.timings_ms.items():
+                    stages.setdefault(stage, []).append(ms)
+            row[f"c{c}"]["served_stages_p50"] = {k: pct(v, 50) for k, v in sorted(stages.items())}
             m = row[f"c{c}"]
-            print(f"  {runtime:<10} c{c:<2}: in-process p50 {m['in_process_p50']:.1f} ms, served p50 "
+            print(f"  {name:<10} c{c:<2}: in-process p50 {m['in_process_p50']:.1f} ms, served p50 "
                   f"{m['served_p50']:.1f} ms (p99 {m['served_p99']:.1f})", flush=True)  # fmt: skip
-        res["by_runtime"][runtime] = row
+        res["by_variant"][name] = row
         client.close()
         serve.shutdown()
         pipe = None
-    base, fast = (res["by_runtime"][r] for r in runtimes[:2])
-    for c in (1, 16):
-        for side in ("in_process_p50", "served_p50"):
-            ratio = fast[f"c{c}"][side] / base[f"c{c}"][side]
-            res[f"c{c}_{side}_{runtimes[1]}_over_{runtimes[0]}"] = ratio
-            print(f"  c{c} {side.replace('_p50', '')} p50 {runtimes[1]} / {runtimes[0]} = {ratio:.2f}x", flush=True)
+    names = list(variants)
+    base = res["by_variant"][names[0]]
+    for name in names[1:]:
+        for c in (1, 16):
+            for side in ("in_process_p50", "served_p50"):
+                ratio = res["by_variant"][name][f"c{c}"][side] / base[f"c{c}"][side]
+                res[f"c{c}_{side}_{name}_over_{names[0]}"] = ratio
+                print(f"  c{c} {side.replace('_p50', '')} p50 {name} / {names[0]} = {ratio:.2f}x", flush=True)
     return res
 
 
-def write_runtimes_md(res: dict, args, path: Path) -> None:
-    """The encoder runtimes section as markdown (atomically)."""
+def write_variants_md(res: dict, args, path: Path, flag: str, issue: str) -> None:
+    """A variants section (encoder runtimes, phases) as markdown (atomically)."""
     from shoprank.files import atomic_write_text
 
-    names = list(res["by_runtime"])
+    names = list(res["by_variant"])
     rows = []
-    for name, row in res["by_runtime"].items():
+    for name, row in res["by_variant"].items():
         for c in (1, 16):
             m = row[f"c{c}"]
-            rows.append(f"| {name} (served: {row['served_runtime']}) | c{c} | {m['in_process_p50']:.1f} | "
+            rows.append(f"| {name} (served encoder: {row['served_runtime']}) | c{c} | {m['in_process_p50']:.1f} | "
                         f"{m['served_p50']:.1f} | {m['served_p99']:.1f} |")  # fmt: skip
     ratios = "\n".join(f"- {k}: **{v:.2f}×**" for k, v in res.items() if k.endswith(f"_over_{names[0]}"))
-    if any(row["served_runtime"] != name for name, row in res["by_runtime"].items()):
-        ratios += (
-            "\n\nThe served QueryIntent ran torch for every row (the app did not hand serving.encoder_runtime "
-            "to it): the served ratios compare torch with torch; the in-process ones are the runtimes'."
-        )
-    text = f"""# bench/serve_latency.py --runtimes-only — query encoder on {" vs ".join(names)} (issue 18)
+    text = f"""# bench/serve_latency.py {flag} — {res["title"]}: {" vs ".join(names)} ({issue})
 
-`python bench/serve_latency.py {"--quick " if args.quick else ""}--runtimes-only` — {res["items"]:,} items
-({res["item_vectors"]}), {args.requests} requests per concurrency in {args.rounds} alternating in-process/served
-rounds, pretrained all-MiniLM-L6-v2, {os.cpu_count()} CPUs. Both runtimes measured in this one run (one app at a
-time, same index and requests).
+`python bench/serve_latency.py {"--quick " if args.quick else ""}{flag}` — {res["items"]:,} items
+({res["item_vectors"]}), {args.requests} requests per concurrency in {args.rounds} rounds, pretrained
+all-MiniLM-L6-v2, {os.cpu_count()} CPUs. Every row measured in this one run (one app at a time, same index and
+requests). Settings per row: {json.dumps({n: r["settings"] for n, r in res["by_variant"].items()})}.
 
-| runtime | concurrency | in-process p50 ms | served p50 ms | served p99 ms |
+| variant | concurrency | in-process p50 ms | served p50 ms | served p99 ms |
 | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
@@ -468,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-ann", action="store_true")
     p.add_argument("--runtimes", action="store_true", help="also: c1/c16 p50 with the int8 encoder vs torch")
     p.add_argument("--runtimes-only", action="store_true", help="only the encoder runtimes section")
+    p.add_argument("--phases", action="store_true", help="also: vector vs hybrid retrieval vs + cross-encoder")
+    p.add_argument("--phases-only", action="store_true", help="only the phases section")
+    p.add_argument("--cross-encoder", type=Path, default=REPO / "runs" / "cross" / "model",
+                   help="the cross-encoder of the phases section (shoprank train-cross OUT/model)")  # fmt: skip
+    p.add_argument("--rerank-n", type=int, default=10, help="the cross-encoder phase's N in the phases section")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "serve_latency")
     args = p.parse_args(argv)
     args.sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000])
@@ -477,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     args.embed_max = args.embed_max or (2000 if args.quick else None)
     args.ann_items = args.ann_items or (200_000 if args.quick else 1_000_000)
     args.out.mkdir(parents=True, exist_ok=True)
+    only = args.runtimes_only or args.phases_only
 
     import torch
 
@@ -494,17 +527,23 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.runtimes or args.runtimes_only:
                 results["encoder_runtimes"] = bench_runtimes(args.sizes[0], args, args.out)
-            if not args.floor_only and not args.runtimes_only:
+            if args.phases or args.phases_only:
+                results["phases"] = bench_phases(args.sizes[0], args, args.out)
+            if not args.floor_only and not only:
                 results["catalogues"] = [bench_catalogue(n, args, args.out) for n in args.sizes]
-            if not args.runtimes_only:
+            if not only:
                 server.start_serve(free_port())
                 results["serve_hop_floor"] = bench_hop_floor(work_ms=floor_work_ms(results.get("catalogues")))
         finally:
             server.shutdown()
-    if not args.skip_ann and not args.floor_only and not args.runtimes_only:
+    if not args.skip_ann and not args.floor_only and not only:
         results["ann"] = bench_ann(args.ann_items, args)
+    results_dir = REPO / "bench" / "results"
     if "encoder_runtimes" in results:
-        write_runtimes_md(results["encoder_runtimes"], args, REPO / "bench" / "results" / "serve_latency_runtime.md")
+        write_variants_md(results["encoder_runtimes"], args, results_dir / "serve_latency_runtime.md",
+                          "--runtimes-only", "issue 18")  # fmt: skip
+    if "phases" in results:
+        write_variants_md(results["phases"], args, results_dir / "serve_latency_phases.md", "--phases-only", "issue 23")
     path = args.out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=float))
     print(f"\nwrote {path}")

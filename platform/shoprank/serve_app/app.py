@@ -95,6 +95,10 @@ class AppArgs(BaseModel):
     retriever_shard_replicas: int = Field(1, ge=1)
     retriever_router_num_cpus: float = 0.1
     ingress_num_cpus: float = 0.25
+    # The cross-encoder phase (serving.rerank_top_n > 0): its reranker replica (GPUs as the ranker's) and its
+    # rank-then-rerank router; with the defaults above the whole graph still fits 2 CPUs.
+    reranker_num_cpus: float = 0.25
+    rerank_router_num_cpus: float = 0.05
     ranker_device: str | None = None
     ranker_backend_options: dict[str, Any] | None = None  # kwargs for the serving.ranker_backend factory
     torch_threads: int | None = None
@@ -213,11 +217,11 @@ def build_app(args: dict[str, Any]) -> Application:
     if cfg.rerank_top_n > 0:  # the cross-encoder phase (issue 23): the ingress's rank stage ranks, then reranks
         from shoprank.serve_app.reranker import CrossEncoderReranker, RankThenRerank
 
-        rerank_opts = _actor_options(trace_env, num_cpus=a.ranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus))
+        rerank_opts = _actor_options(trace_env, num_cpus=a.reranker_num_cpus, num_gpus=auto_gpus(a.ranker_num_gpus))
         reranker = CrossEncoderReranker.options(ray_actor_options=rerank_opts, **batched).bind(
             cfg.model_dump(), torch_threads=a.torch_threads
         )
-        router_opts = _actor_options(trace_env, num_cpus=0.1)
+        router_opts = _actor_options(trace_env, num_cpus=a.rerank_router_num_cpus)
         ranker = RankThenRerank.options(ray_actor_options=router_opts, **logs).bind(ranker, reranker, cfg.rerank_top_n)
     ingress_opts: dict[str, Any] = {"ray_actor_options": _actor_options(trace_env, num_cpus=a.ingress_num_cpus), **logs}
     if a.ingress_max_ongoing_requests is not None:
