@@ -84,15 +84,19 @@ DEFAULT_RECIPES: dict[TextKind, TextRecipe] = {
 Recipes = Mapping[TextKind, TextRecipe]
 
 
-def attribute_text(raw: Any, exclude: Sequence[str] = ()) -> str:
-    """The values of a JSON attribute object (text or dict), space-separated, without ``exclude`` keys."""
+def parse_attributes(raw: Any) -> Mapping[str, Any]:
+    """A JSON attribute object (text or dict) as a mapping; empty when it is missing or not an object."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw) if raw else {}
         except json.JSONDecodeError:
-            return ""
-    if not isinstance(raw, Mapping):
-        return ""
+            return {}
+    return raw if isinstance(raw, Mapping) else {}
+
+
+def attribute_text(raw: Any, exclude: Sequence[str] = ()) -> str:
+    """The values of a JSON attribute object (text or dict), space-separated, without ``exclude`` keys."""
+    raw = parse_attributes(raw)
     drop = {k.lower() for k in exclude}
     return " ".join(f"{v}" for k, v in raw.items() if k.lower() not in drop and v is not None)
 

@@ -19,7 +19,6 @@ calibration nor labels and is robust to one side returning junk (a rank far down
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -30,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from shoprank.files import sha256_file
+from shoprank.model.text import parse_attributes
 
 LEXICAL_DIR = "lexical"
 LEXICAL_COLUMN = "lexical_text"  # items column: the indexed text (re-writing an artefact's items keeps the index)
@@ -84,14 +84,7 @@ def lexical_fields(columns: Sequence[str]) -> list[str]:
 def attribute_words(raw: Any) -> str:
     """The text values of a JSON attribute object (brand, colour, type, ...): numbers, flags, lists and ids
     (prices, counts, category codes) are left out, they match no query and only lengthen the document."""
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            return ""
-    if not isinstance(raw, dict):
-        return ""
-    return " ".join(v for v in raw.values() if isinstance(v, str) and any(c.isalpha() for c in v))
+    return " ".join(v for v in parse_attributes(raw).values() if isinstance(v, str) and any(c.isalpha() for c in v))
 
 
 def lexical_texts(items: pl.DataFrame) -> list[str]:
