@@ -9,6 +9,14 @@ throughput and the Triton/in-process ratios. Scores are checked to match within 
     python bench/triton_vs_serve.py --checkpoint runs/reference/checkpoint
 
 Writes out/bench/triton_vs_serve.json next to the printed table.
+
+``--rerank`` measures the cross-encoder phase instead (issue 23): ``shoprank.serving.rerank.Reranker``
+reranking the top N (``--top-n``, 10) of one ranked list per request, ``rerank_backend`` inprocess vs
+triton, same jobs, same run; the reranked orders are checked equal first. In process, one call at a
+time (a replica's lock, torch parallel inside); Triton, the C callers at once (its dynamic batcher
+merges their pairs). Writes bench/results/triton_rerank.{json,md}::
+
+    flock /tmp/shoprank-ray.lock .venv/bin/python bench/triton_vs_serve.py --rerank --cross-encoder runs/cross/model
 """
 
 from __future__ import annotations
@@ -93,6 +101,115 @@ def bench_triton(client: TritonRankerClient, reqs: list, concurrency: int) -> di
     return summarise(lat, time.perf_counter() - t0)
 
 
+def rerank_jobs_for(n_req: int, top_n: int, seed: int = 0) -> list:
+    """One ranked list of ``top_n`` synthetic catalogue items per request, its query two words of a title."""
+    from shoprank.retrieval.synthetic import synthetic_catalogue
+    from shoprank.serving.stages import RankedList, RerankJob
+
+    cat = synthetic_catalogue(2000, seed).to_dicts()
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for _ in range(n_req):
+        rows = [cat[int(p)] for p in rng.choice(len(cat), top_n, replace=False)]
+        words = rows[0]["title"].split()
+        items = [{"item_id": r["item_id"], "title": r["title"], "category_path": r["category_path"],
+                  "score": 1.0 - k / top_n, "scores": {}, "rank": k + 1} for k, r in enumerate(rows)]  # fmt: skip
+        jobs.append(RerankJob(query=" ".join(words[2:4]), ranked=RankedList(items=items), top_n=top_n, k=top_n))
+    return jobs
+
+
+def bench_rerank(rerank, jobs: list, concurrency: int, serial: bool) -> dict[str, float]:  # noqa: ANN001
+    lock = threading.Lock()
+    lat: list[float] = []
+
+    def worker(k: int) -> None:
+        for job in jobs[k::concurrency]:
+            t = time.perf_counter()
+            if serial:
+                with lock:
+                    rerank([job])
+            else:
+                rerank([job])
+            lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, range(concurrency)))
+    return summarise(lat, time.perf_counter() - t0)
+
+
+def main_rerank(args: argparse.Namespace) -> int:
+    from shoprank.files import atomic_write_json, atomic_write_text
+    from shoprank.model.cross_encoder import CrossEncoder, CrossEncoderConfig, load_cross_encoder, save_cross_encoder
+    from shoprank.serving.rerank import Reranker
+    from shoprank.triton.export import export_cross_encoder
+
+    n_req = args.requests or (48 if args.quick else 160)
+    load_before = os.getloadavg()[0]
+    jobs, warm = rerank_jobs_for(n_req, args.top_n), rerank_jobs_for(8, args.top_n, seed=1)
+    with tempfile.TemporaryDirectory(prefix="shoprank-bench-rerank-") as tmp:
+        cross_dir = args.cross_encoder
+        if not cross_dir:  # pretrained MiniLM, untrained heads: the same work as a trained one
+            cross_dir = str(save_cross_encoder(CrossEncoder(CrossEncoderConfig(max_length=48)), Path(tmp) / "cross"))
+        model, manifest = load_cross_encoder(cross_dir)
+        export_cross_encoder(model, Path(tmp) / "repo", manifest=manifest, instances=args.instances)
+        threads = {"OPENBLAS_NUM_THREADS": str(args.triton_threads)} if args.triton_threads else None
+        server = TritonServer(Path(tmp) / "repo", log_file=Path(tmp) / "triton.log", model_name="shoprank_cross",
+                              extra_env=threads)  # fmt: skip
+        server.start()
+        try:
+            local = Reranker.load(cross_dir)
+            remote = Reranker.load(
+                cross_dir, backend="triton", backend_options={"url": server.grpc_url, "timeout_s": 30.0, "retries": 0}
+            )
+            max_diff, same_order = 0.0, True
+            for a, b in zip(local(warm), remote(warm), strict=True):  # correctness first: equal work below
+                same_order &= [it["item_id"] for it in a.items] == [it["item_id"] for it in b.items]
+                for x, y in zip(a.items, b.items, strict=True):
+                    max_diff = max(max_diff, abs(x["scores"]["cross_relevance"] - y["scores"]["cross_relevance"]))
+            results = {}
+            for c in (1, 16):
+                results[f"inprocess_c{c}"] = bench_rerank(local, jobs, c, serial=True)
+                results[f"triton_c{c}"] = bench_rerank(remote, jobs, c, serial=False)
+        finally:
+            server.stop()
+    version = local.version
+    load = (round(load_before, 1), round(os.getloadavg()[0], 1))  # 1-min load average: a busy machine shows here
+    ratios = {f"c{c}": {
+        "p50_triton_over_inprocess": results[f"triton_c{c}"]["p50_ms"] / results[f"inprocess_c{c}"]["p50_ms"],
+        "throughput_triton_over_inprocess": results[f"triton_c{c}"]["throughput_rps"]
+        / results[f"inprocess_c{c}"]["throughput_rps"]} for c in (1, 16)}  # fmt: skip
+    head = (f"cross-encoder {version} (max_length {model.config.max_length}), top {args.top_n} pairs per request, "
+            f"{n_req} requests per setting, {os.cpu_count()} CPUs (load {load[0]} -> {load[1]}), "
+            f"Triton instances={args.instances}, BLAS threads {args.triton_threads or 'default'}; "
+            f"max |triton - inprocess| relevance = {max_diff:.1e}, same reranked order: {same_order}")  # fmt: skip
+    lines = [head, "", "| backend | concurrency | p50 ms | p99 ms | req/s |", "| --- | --- | --- | --- | --- |"]
+    for c in (1, 16):
+        for b in ("inprocess", "triton"):
+            r = results[f"{b}_c{c}"]
+            lines.append(f"| {b} | {c} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['throughput_rps']:.1f} |")
+    lines.append("")
+    for c in (1, 16):
+        q = ratios[f"c{c}"]
+        lines.append(f"- concurrency {c}: Triton/in-process p50 x{q['p50_triton_over_inprocess']:.2f}, "
+                     f"throughput x{q['throughput_triton_over_inprocess']:.2f}")  # fmt: skip
+    command = "flock /tmp/shoprank-ray.lock .venv/bin/python bench/triton_vs_serve.py --rerank" + (
+        f" --cross-encoder {args.cross_encoder}" if args.cross_encoder else "") + (
+        f" --triton-threads {args.triton_threads}" if args.triton_threads else "")  # fmt: skip
+    lines += ["", f"Command: `{command}`"]
+    print("\n".join(lines))
+    out = Path(args.rerank_out)
+    atomic_write_json(out.with_suffix(".json"), {
+        "cross_encoder_version": version, "top_n": args.top_n, "requests": n_req, "cpus": os.cpu_count(),
+        "triton_instances": args.instances, "max_abs_diff_relevance": max_diff, "same_order": same_order,
+        "results": results, "ratios": ratios, "command": command, "load_average": load,
+        "triton_blas_threads": args.triton_threads}, indent=2)  # fmt: skip
+    title = "# Cross-encoder phase: in process vs Triton\n\n"
+    atomic_write_text(out.with_suffix(".md"), title + "\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.json')} and .md")
+    return 0 if same_order else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
@@ -102,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=None, help="requests per setting (default 400, quick 64)")
     ap.add_argument("--instances", type=int, default=1, help="Triton model instances")
     ap.add_argument("--out", default="out/bench/triton_vs_serve.json")
+    ap.add_argument("--rerank", action="store_true", help="the cross-encoder phase instead of the ranker")
+    ap.add_argument("--cross-encoder", help="with --rerank: a train-cross OUT/model (default: MiniLM, untrained heads)")
+    ap.add_argument("--top-n", type=int, default=10, help="with --rerank: pairs reranked per request")
+    ap.add_argument("--rerank-out", default="bench/results/triton_rerank.json")
+    ap.add_argument("--triton-threads", type=int, default=0, help="with --rerank: Triton's BLAS threads (0: default)")
     args = ap.parse_args(argv)
+    if args.rerank:
+        return main_rerank(args)
     n_req = args.requests or (64 if args.quick else 400)
 
     model, manifest = load_model(args.checkpoint, encoder=args.encoder)

@@ -79,12 +79,29 @@ def models() -> dict[str, MultiTaskModel]:
 
 
 @pytest.fixture(scope="module")
-def triton(triton_env, models, tmp_path_factory):  # noqa: ANN001
-    """One server, two models: shared-bottom with Triton's dynamic batcher, MMoE without."""
+def cross_dir(tmp_path_factory) -> Path:  # noqa: ANN001
+    """A tiny cross-encoder saved as ``shoprank train-cross`` saves one (with its pair text recipe)."""
+    from shoprank.model.cross_encoder import CrossEncoder, CrossEncoderConfig, save_cross_encoder
+    from shoprank.model.text import DEFAULT_RECIPES, MANIFEST_KEY, recipes_to_json
+
+    model = CrossEncoder(CrossEncoderConfig(encoder="tiny", max_length=32), seed=5)
+    path = tmp_path_factory.mktemp("cross") / "model"
+    return save_cross_encoder(model, path, {MANIFEST_KEY: recipes_to_json(DEFAULT_RECIPES)})
+
+
+@pytest.fixture(scope="module")
+def triton(triton_env, models, cross_dir, tmp_path_factory):  # noqa: ANN001
+    """One server, three models: shared-bottom with Triton's dynamic batcher, MMoE without, and the
+    cross-encoder (always dynamically batched)."""
+    from shoprank.model.cross_encoder import load_cross_encoder
+    from shoprank.triton.export import export_cross_encoder
+
     repo = tmp_path_factory.mktemp("triton-repo")
     for name, model in models.items():
         batch = 0 if name.endswith("mmoe") else 4096
         export_ranker(model, repo, version=f"{name}-v1", model_name=name, max_batch_size=batch)
+    cross, manifest = load_cross_encoder(cross_dir)
+    export_cross_encoder(cross, repo, manifest=manifest, max_batch_size=64)
     server = TritonServer(repo, log_file=repo.parent / "triton.log", ready_timeout_s=60)
     with server:
         yield server
@@ -295,3 +312,66 @@ def test_serving_ranker_triton_backend_matches_inprocess(triton, models) -> None
     assert remote.zero_shot == local.zero_shot
     for task, value in local.scores.items():
         np.testing.assert_allclose(remote.scores[task], value, atol=1e-5, err_msg=task)
+
+
+# -- the cross-encoder (issue 23's second phase) on Triton -------------------------------------------------
+def test_triton_cross_encoder_reranks_like_inprocess(triton, cross_dir, triton_env) -> None:  # noqa: ANN001
+    """serving.rerank_backend: triton scores every pair as in process (atol 1e-4) and reranks in the same
+    order; a version mismatch and a Triton that is down give the ranker's Triton errors."""
+    from shoprank.model.cross_encoder import cross_version, load_cross_encoder
+    from shoprank.serving.config import ServingConfig
+    from shoprank.serving.rerank import load_reranker
+    from shoprank.serving.stages import RankedList, RerankJob
+    from shoprank.triton.client import TritonCrossClient
+
+    titles = [
+        "18v cordless drill kit",
+        "garden hose 25 ft",
+        "drill bit set",
+        "hose reel",
+        "impact driver",
+        "cordless drill battery",
+        "lawn sprinkler",
+        "hammer drill 1/2 in",
+        "soaker hose",
+        "drill press",
+    ]
+    items = [{"item_id": f"i{r}", "title": t, "category_path": "tools" if r % 2 else "garden", "score": 1.0 - r / 10,
+              "scores": {}, "rank": r + 1} for r, t in enumerate(titles)]  # fmt: skip
+    jobs = [
+        RerankJob(query=q, ranked=RankedList(items=items), top_n=8, k=10)
+        for q in ("cordless drill", "garden hose", "a long query about drills for concrete walls")
+    ]
+    base = {"cross_encoder_dir": str(cross_dir), "rerank_top_n": 8}
+    local = load_reranker(ServingConfig(**base))(jobs)
+    served = ServingConfig(**base, rerank_backend="triton", rerank_backend_options={"url": triton.grpc_url})
+    reranker = load_reranker(served)
+    remote = reranker(jobs)
+    assert reranker.backend == "triton"
+    assert any([it["item_id"] for it in a.items[:8]] != [f"i{r}" for r in range(8)] for a in local)  # reordered
+    for a, b in zip(local, remote, strict=True):
+        assert [it["item_id"] for it in b.items] == [it["item_id"] for it in a.items]  # the same reranked order
+        for x, y in zip(a.items[:8], b.items[:8], strict=True):
+            for key in ("cross_relevance", "cross_click"):
+                assert abs(x["scores"][key] - y["scores"][key]) <= 1e-4, (key, x["scores"][key], y["scores"][key])
+
+    model, manifest = load_cross_encoder(cross_dir)
+    batch = {k: v.numpy() for k, v in model.tokenize(["drill"] * 3, titles[:3]).items()}
+    with TritonCrossClient(triton.grpc_url, expected_version=cross_version(manifest), max_rows=2) as client:
+        result = client.infer(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # 2 chunks
+        assert result.source == "triton" and result.model_version == cross_version(manifest)
+        assert client.stats.triton_errors == 0 and set(result.outputs) == {"relevance", "click"}
+    with TritonCrossClient(triton.grpc_url, expected_version="another-cross") as client:
+        with pytest.raises(TritonVersionMismatchError, match="another-cross"):
+            client.raw_outputs(batch)
+    down = ServingConfig(
+        **base,
+        rerank_backend="triton",
+        rerank_backend_options={"url": f"127.0.0.1:{free_port()}", "timeout_s": 0.3, "retries": 0},
+    )
+    with pytest.raises(TritonUnavailableError, match="cross-encoder.*unavailable") as info:
+        load_reranker(down)(jobs[:1])
+    assert info.value.grpc_status == "UNAVAILABLE"
+    fallback = load_reranker(down.model_copy(update={"rerank_backend_options": {
+        **down.rerank_backend_options, "failover": "inprocess"}}))  # fmt: skip
+    assert [it["item_id"] for it in fallback(jobs[:1])[0].items] == [it["item_id"] for it in local[0].items]

@@ -5,15 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from shoprank.errors import CheckpointError, ConfigError
-from shoprank.model.cross_encoder import CrossEncoder, CrossEncoderConfig, load_cross_encoder, save_cross_encoder
+from shoprank.model.cross_encoder import (
+    LEGACY_SERVED_PAIR,
+    CrossEncoder,
+    CrossEncoderConfig,
+    cross_version,
+    load_cross_encoder,
+    pair_recipe,
+    save_cross_encoder,
+)
+from shoprank.model.text import MANIFEST_KEY, PAIR, TextRecipe, recipes_to_json
+from shoprank.retrieval.artefact import TEXT_COLUMN, write_artefact
 from shoprank.serving.config import ServingConfig
-from shoprank.serving.rerank import Reranker, rank_then_rerank
+from shoprank.serving.rerank import Reranker, rank_then_rerank, rerank_jobs
 from shoprank.serving.stages import RankedList, RankJob, RerankJob
-from shoprank.tasks.examples import build_task_data, val_frame
-from shoprank.train.cross import CrossTrainConfig, load_cross_config, make_optimizer, run_cross_training, train_step
+from shoprank.tasks.examples import build_task_data, catalogue_view, val_frame
+from shoprank.train.cross import (
+    CrossTrainConfig,
+    load_cross_config,
+    make_optimizer,
+    manifest_extra,
+    run_cross_training,
+    train_step,
+)
+from shoprank.triton.backend.numpy_cross import NumpyCrossEncoder
+from shoprank.triton.export import export_cross_encoder, read_repository_version
 from shoprank.yamlconfig import validate_mapping
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,3 +158,104 @@ def test_serving_config_rerank_needs_a_model() -> None:
     with pytest.raises(ValueError, match="cross_encoder_dir"):
         ServingConfig(rerank_top_n=10)
     assert ServingConfig().rerank_top_n == 0
+
+
+def test_serving_config_triton_rerank_needs_a_url() -> None:
+    with pytest.raises(ValueError, match="rerank_backend_options.url"):
+        ServingConfig(rerank_backend="triton")
+    cfg = ServingConfig(rerank_backend="triton", rerank_backend_options={"url": "127.0.0.1:8001"})
+    assert cfg.rerank_backend == "triton" and ServingConfig().rerank_backend == "inprocess"
+
+
+# -- served pair text == training pair text (the manifest's recipe) ----------------------------------------
+CATALOGUE = pl.DataFrame(
+    {
+        "item_id": ["a", "b"],
+        "title": ["18v cordless drill", "25 ft garden hose"],
+        "category_path": ["tools > drills", "garden > hoses"],
+        "description": ["Brushless motor, two batteries and a case. " * 8, None],
+        "price": [99.0, 19.0],
+        "rating": [4.5, 4.0],
+        "popularity": [3.0, 1.0],
+    }
+)
+
+
+def _served_index(tmp_path: Path, recipes: dict) -> Path:
+    """An index artefact as the index job writes it: the embedded ``pair`` text and its recipe."""
+    items = CATALOGUE.with_columns(pl.Series(TEXT_COLUMN, catalogue_view(CATALOGUE, PAIR, recipes)["item"]))
+    emb = np.eye(2, 4, dtype=np.float32)
+    return write_artefact(tmp_path / "index", items, emb, model_version="m",
+                          extra={MANIFEST_KEY: recipes_to_json(recipes)})  # fmt: skip
+
+
+def _served_texts(rr: Reranker, index_dir: str) -> list[str]:
+    """The texts the reranker reads for ranked items as the ranker hands them over (no description)."""
+    items = [{"item_id": r["item_id"], "title": r["title"], "category_path": r["category_path"], "scores": {}}
+             for r in CATALOGUE.iter_rows(named=True)]  # fmt: skip
+    job = RankJob(q_emb=np.zeros(4, np.float32), k=2, weights={}, query="drill", index_dir=index_dir)
+    (rj,) = rerank_jobs([job], [RankedList(items=items)], top_n=2)
+    return rr.texts(rj, 2)
+
+
+def test_served_pair_text_is_the_training_text(tmp_path: Path) -> None:
+    cfg = load_cross_config(REPO / "configs" / "cross_encoder_tiny.yaml", REPO)
+    data = build_task_data(cfg)
+    extra = manifest_extra(cfg, data)
+    assert extra[MANIFEST_KEY][PAIR]["parts"] == ["title", "category_path", "description"]
+    save_cross_encoder(CrossEncoder(TINY), tmp_path / "cross", extra)
+    rr = Reranker.load(tmp_path / "cross")
+    assert rr.recipe == data.recipes[PAIR] == pair_recipe(extra)
+    trained = catalogue_view(CATALOGUE, PAIR, data.recipes)["item"].to_list()  # what training reads per row
+    assert "Brushless motor" in trained[0] and trained[1] == "25 ft garden hose | garden > hoses"
+    index = _served_index(tmp_path, data.recipes)
+    assert _served_texts(rr, str(index)) == trained  # with and without a description
+    # an index whose texts follow another recipe is not read: the item's own fields, by the model's recipe
+    other = {**data.recipes, PAIR: TextRecipe(("title", "description"), description_chars=20)}
+    index2 = _served_index(tmp_path / "other", other)
+    assert _served_texts(rr, str(index2)) == ["18v cordless drill | tools > drills", trained[1]]
+
+
+def test_older_manifest_serves_title_and_category(tmp_path: Path) -> None:
+    save_cross_encoder(CrossEncoder(TINY), tmp_path)  # no item_text recipe: a model from before it was recorded
+    rr = Reranker.load(tmp_path)
+    assert rr.recipe == LEGACY_SERVED_PAIR and not rr.index_texts.needed
+    assert _served_texts(rr, "") == ["18v cordless drill | tools > drills", "25 ft garden hose | garden > hoses"]
+
+
+# -- Triton export (the server itself: tests/ray/test_triton.py) ------------------------------------------
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_exported_cross_encoder_scores_like_torch(tmp_path: Path, pooling: str) -> None:
+    model = CrossEncoder(TINY.model_copy(update={"pooling": pooling}), seed=4).eval()
+    save_cross_encoder(model, tmp_path / "ck")
+    _, manifest = load_cross_encoder(tmp_path / "ck")
+    path = export_cross_encoder(model, tmp_path / "repo", manifest=manifest, max_batch_size=64)
+    assert read_repository_version(tmp_path / "repo", "shoprank_cross") == cross_version(manifest)
+    files = sorted(p.name for p in path.rglob("*") if p.is_file())
+    assert files == ["config.pbtxt", "cross.json", "cross.safetensors", "model.py", "numpy_cross.py", "numpy_ranker.py"]
+    pbtxt = (path / "config.pbtxt").read_text()
+    assert "dynamic_batching" in pbtxt and pbtxt.count("allow_ragged_batch: true") == 3 and "TYPE_INT64" in pbtxt
+    numpy_model = NumpyCrossEncoder.load(path / "1")
+    batch = model.tokenize(QUERIES + ["a much longer query about a drill"], TEXTS + ["x"])
+    with torch.inference_mode():
+        want = {t: v.numpy() for t, v in model(**batch).items()}
+    got = numpy_model.outputs(*(batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")))
+    assert set(got) == set(want) == {"relevance", "click"}
+    for t in want:
+        np.testing.assert_allclose(got[t], want[t], atol=1e-4, err_msg=t)
+    # scored through the ``raw`` hook (what the Triton backend plugs in): the same scores as in process
+    raw = model.score(QUERIES, TEXTS, raw=lambda b: numpy_model.outputs(b["input_ids"], b["attention_mask"],
+                                                                        b["token_type_ids"]))  # fmt: skip
+    for t, v in model.score(QUERIES, TEXTS).items():
+        np.testing.assert_allclose(raw[t], v, atol=1e-4, err_msg=t)
+
+
+def test_cross_export_refuses_corrupt_weights_and_no_version(tmp_path: Path) -> None:
+    model = CrossEncoder(TINY)
+    with pytest.raises(ValueError, match="manifest or an explicit version"):
+        export_cross_encoder(model, tmp_path)
+    path = export_cross_encoder(model, tmp_path, version="c-1")
+    w = path / "1" / "cross.safetensors"
+    w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ValueError, match="checksum"):
+        NumpyCrossEncoder.load(path / "1")

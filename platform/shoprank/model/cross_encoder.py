@@ -11,13 +11,15 @@ the pair's tokens, or the ``[CLS]`` vector) feeds one head per task:
 The backbone is the same one :mod:`shoprank.model.encoder` builds (pretrained MiniLM from the
 installed package, hub off; or the tiny seeded one for tests). Saved as ``model.safetensors`` +
 ``manifest.json`` with the checkpoint module's conventions (weights hash checked before loading;
-never pickled).
+never pickled); the manifest's ``item_text`` holds the item-text recipes training used
+(:func:`pair_recipe`), so serving renders the same texts.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,11 +34,17 @@ from shoprank.errors import CheckpointError
 from shoprank.files import atomic_path, atomic_write_text, sha256_file
 from shoprank.model.checkpoint import MANIFEST, WEIGHTS, checked_weights, manifest_config, read_json_document
 from shoprank.model.encoder import EncoderName, build_backbone, load_tokenizer
+from shoprank.model.text import MANIFEST_KEY, PAIR, TextRecipe
 
 FORMAT = "shoprank-cross-encoder"
 FORMAT_VERSION = 1
 CROSS_TASKS = ("relevance", "click")
 PROB_TASKS = frozenset({"relevance"})  # scored as a sigmoid probability (0..1); the others as logits
+RawFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]  # a tokenizer batch -> raw logits per task
+# The pair text an older manifest (no ``item_text`` recipe) is served with: title | category path, what the
+# served reranker read before the recipe was recorded (its training texts followed the then-default ``pair``
+# recipe, which adds the description: such a model may read served texts unlike its training ones; retrain it).
+LEGACY_SERVED_PAIR = TextRecipe(("title", "category_path"))
 
 
 class CrossEncoderConfig(BaseModel):
@@ -97,10 +105,14 @@ class CrossEncoder(nn.Module):
         return {t: head(pooled).squeeze(-1) for t, head in self.heads.items()}
 
     @torch.inference_mode()
-    def score(self, queries: list[str], texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+    def score(
+        self, queries: list[str], texts: list[str], batch_size: int = 64, raw: RawFn | None = None
+    ) -> dict[str, np.ndarray]:
         """Scores of every (query, item text) pair, per task: relevance in 0..1, click as a logit.
 
         Pairs are scored in batches of similar length (sorted by character length) to keep padding low.
+        ``raw`` (a tokenizer batch as NumPy -> raw logits per task) scores each batch elsewhere, e.g.
+        ``shoprank.triton.client.TritonCrossClient.raw_outputs``; None: this module, in process.
         """
         if len(queries) != len(texts):
             raise ValueError(f"{len(queries)} queries for {len(texts)} texts")
@@ -111,10 +123,14 @@ class CrossEncoder(nn.Module):
         order = np.argsort([len(str(q)) + len(str(t)) for q, t in zip(queries, texts, strict=True)], kind="stable")
         for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
-            raw = self(**self.tokenize([queries[i] for i in idx], [texts[i] for i in idx]))
-            for t, v in raw.items():
-                v = torch.sigmoid(v) if t in PROB_TASKS else v
-                out[t][idx] = v.float().cpu().numpy()
+            batch = self.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
+            if raw is None:
+                logits = {t: v.float().cpu().numpy() for t, v in self(**batch).items()}
+            else:
+                logits = raw({k: v.cpu().numpy() for k, v in batch.items()})
+            for t in self.config.tasks:
+                v = logits[t].astype(np.float32, copy=False)
+                out[t][idx] = 1.0 / (1.0 + np.exp(-v)) if t in PROB_TASKS else v
         self.train(was_training)
         return out
 
@@ -166,3 +182,10 @@ def load_cross_encoder(directory: str | Path, device: str = "cpu") -> tuple[Cros
 def cross_version(manifest: dict[str, Any]) -> str:
     """A short, stable version name of a saved cross-encoder."""
     return f"cross-{manifest['model_config'].get('encoder', 'model')}-{manifest['weights_sha256'][:12]}"
+
+
+def pair_recipe(manifest: dict[str, Any]) -> TextRecipe:
+    """The ``pair`` item-text recipe the cross-encoder was trained with (its manifest's ``item_text``, which
+    ``shoprank train-cross`` records); :data:`LEGACY_SERVED_PAIR` for a manifest from before it did."""
+    stored = (manifest.get(MANIFEST_KEY) or {}).get(PAIR)
+    return TextRecipe.from_dict(stored) if stored else LEGACY_SERVED_PAIR

@@ -3,7 +3,8 @@
 ``build_app`` deploys them only when ``serving.rerank_top_n`` > 0. The ingress's rank stage is then the
 router: it asks ``MultiTaskRanker`` for each job's list (at least ``rerank_top_n`` items deep), hands the
 lists to ``CrossEncoderReranker`` (batched like the ranker: ``@serve.batch`` merges concurrent calls, one
-cross-encoder pass per batch; on the GPU when the replica has one) and returns the reordered lists cut
+cross-encoder pass per batch; on the GPU when the replica has one, or on Triton with
+``serving.rerank_backend: triton``) and returns the reordered lists cut
 to each request's ``k``. The work itself is :class:`shoprank.serving.rerank.Reranker`, as in process.
 """
 
@@ -14,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from shoprank.serve_app.common import BatchedStage, set_torch_threads
 from shoprank.serving.config import ServingConfig
-from shoprank.serving.rerank import Reranker, rerank_jobs, widen
+from shoprank.serving.rerank import load_reranker, rerank_jobs, widen
 from shoprank.serving.stages import RankedList, RankJob, RerankJob
 
 
@@ -30,16 +31,15 @@ class CrossEncoderReranker(BatchedStage[RerankJob, RankedList]):
 
         set_torch_threads(torch_threads)
         cfg = ServingConfig.model_validate(serving)
-        if not cfg.cross_encoder_dir:
-            raise ValueError("CrossEncoderReranker needs serving.cross_encoder_dir")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.reranker = Reranker.load(cfg.cross_encoder_dir, cfg.rerank_score, device)
+        self.reranker = load_reranker(cfg, device)  # serving.rerank_backend: in process, or Triton
 
     def process(self, jobs: list[RerankJob]) -> list[RankedList]:
         return self.reranker(jobs)
 
     def info(self) -> dict[str, object]:
-        return {"cross_encoder_version": self.reranker.version, "device": str(self.reranker.model.device)}
+        return {"cross_encoder_version": self.reranker.version, "device": str(self.reranker.model.device),
+                "backend": self.reranker.backend}  # fmt: skip
 
 
 @serve.deployment(name="RankThenRerank", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)

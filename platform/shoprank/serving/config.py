@@ -75,6 +75,10 @@ class ServingConfig(BaseModel):
     cross_encoder_dir: str | None = None
     rerank_top_n: int = Field(0, ge=0, le=1000)
     rerank_score: Literal["relevance", "click"] = "relevance"
+    # where the cross-encoder runs (docs/triton.md): "triton" scores through shoprank.triton.client.TritonCrossClient
+    # with rerank_backend_options (url required; model_name, expected_version, failover, timeout_s, retries, ...)
+    rerank_backend: Literal["inprocess", "triton"] = "inprocess"
+    rerank_backend_options: dict[str, Any] | None = None
     # -- end cross-encoder phase
 
     def batch_settings(self) -> BatchSettings:
@@ -112,6 +116,8 @@ class ServingConfig(BaseModel):
     def _rerank_needs_model(self) -> ServingConfig:
         if self.rerank_top_n > 0 and self.cross_encoder_dir is None:
             raise ValueError("rerank_top_n > 0 needs cross_encoder_dir (a `shoprank train-cross` OUT/model)")
+        if self.rerank_backend == "triton" and not (self.rerank_backend_options or {}).get("url"):
+            raise ValueError("rerank_backend: triton needs rerank_backend_options.url (Triton's gRPC host:port)")
         return self
 
     @model_validator(mode="after")

@@ -107,6 +107,7 @@ class RerankJob:
     ranked: RankedList
     top_n: int
     k: int = 0
+    index_dir: str = ""  # the rank job's index ("" for Rank requests): where the items' stored texts are
 # -- end cross-encoder phase
 
 

@@ -36,6 +36,7 @@ from shoprank.eval import metrics as M
 from shoprank.files import atomic_write_json, staged_dir
 from shoprank.model.checkpoint import MANIFEST, WEIGHTS
 from shoprank.model.cross_encoder import CROSS_TASKS, CrossEncoder, CrossEncoderConfig, save_cross_encoder
+from shoprank.model.text import MANIFEST_KEY
 from shoprank.tasks.config import DataConfig
 from shoprank.tasks.examples import TaskData, build_task_data, val_frame
 from shoprank.train.sampler import batch_indices, task_schedule
@@ -237,6 +238,18 @@ def ray_cross_loop(config: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
+def manifest_extra(cfg: CrossTrainConfig, data: TaskData) -> dict[str, Any]:
+    """What the saved cross-encoder's manifest records besides its weights: the config, the data's sizes and
+    fingerprints, and the item-text recipes its examples were rendered with (``item_text``: serving renders
+    the same ``pair`` texts, ``shoprank.model.cross_encoder.pair_recipe``)."""
+    return {
+        "train_config": cfg.model_dump(mode="json"),
+        "data_sizes": data.sizes(),
+        "data_fingerprints": data.fingerprints,
+        MANIFEST_KEY: data.item_text_manifest(),
+    }
+
+
 def _frame(data: TaskData, cfg: CrossTrainConfig, split: str) -> pl.DataFrame:
     parts = []
     for t in cfg.tasks:
@@ -276,11 +289,7 @@ def train_cross(
         ray_cross_loop,
         train_loop_config={
             "train_config": cfg.model_dump(mode="json"),
-            "manifest_extra": {
-                "train_config": cfg.model_dump(mode="json"),
-                "data_sizes": sizes,
-                "data_fingerprints": data.fingerprints,
-            },  # fmt: skip
+            "manifest_extra": manifest_extra(cfg, data),
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu),
         run_config=RunConfig(

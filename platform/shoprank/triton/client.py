@@ -1,4 +1,5 @@
-"""TritonRankerClient: the pairwise ranker served by Triton, over ``tritonclient.grpc.aio``.
+"""TritonRankerClient: the pairwise ranker served by Triton, over ``tritonclient.grpc.aio``
+(and :class:`TritonCrossClient`, the cross-encoder, with the same behaviour below).
 
 ``pair_outputs(q, i, item_num, month_feats)`` has the signature and the result of
 ``MultiTaskModel.pair_outputs`` (NumPy in, ``{task: float32 [N]}`` out), so a ranker can swap
@@ -35,14 +36,15 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import numpy as np
 
-from shoprank.triton import DEFAULT_MODEL_NAME
+from shoprank.triton import CROSS_MODEL_NAME, DEFAULT_MODEL_NAME
 from shoprank.triton.errors import TritonUnavailableError, TritonVersionMismatchError
 
 if TYPE_CHECKING:
+    from shoprank.model.cross_encoder import CrossEncoder
     from shoprank.model.multitask import MultiTaskModel
 
 log = logging.getLogger(__name__)
@@ -74,17 +76,22 @@ class _TritonDown(Exception):
     """Internal: one attempt failed in a way that failover covers."""
 
 
-class TritonRankerClient:
-    """Async, batched Triton client for the shoprank pairwise ranker, with failover."""
+class _TritonClient:
+    """Async, batched Triton client of one shoprank model, with failover. Subclasses name the model's
+    inputs (``INPUTS``: name, Triton dtype) and say how rows are counted, chunked and scored in process."""
+
+    INPUTS: tuple[tuple[str, str], ...] = ()
+    what = "model"  # in error messages
+    default_model_name = DEFAULT_MODEL_NAME
 
     def __init__(
         self,
         url: str,
         *,
-        model_name: str = DEFAULT_MODEL_NAME,
+        model_name: str | None = None,
         expected_version: str | None = None,
         failover: Failover = "unavailable",
-        fallback_model: MultiTaskModel | None = None,
+        fallback_model: Any = None,
         timeout_s: float = 1.0,
         retries: int = 2,
         backoff_s: float = 0.05,
@@ -94,11 +101,11 @@ class TritonRankerClient:
         if failover not in ("inprocess", "unavailable"):
             raise ValueError(f"failover must be 'inprocess' or 'unavailable', got {failover!r}")
         if failover == "inprocess" and fallback_model is None:
-            raise ValueError("failover='inprocess' needs fallback_model (the in-process MultiTaskModel)")
+            raise ValueError(f"failover='inprocess' needs fallback_model (the in-process {self.what})")
         if timeout_s <= 0 or retries < 0 or max_rows < 1:
             raise ValueError("timeout_s must be > 0, retries >= 0 and max_rows >= 1")
         self.url = url
-        self.model_name = model_name
+        self.model_name = model_name or self.default_model_name
         self.expected_version = expected_version
         self.failover = failover
         self.fallback_model = fallback_model
@@ -137,7 +144,7 @@ class TritonRankerClient:
     def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         if self._closed:
             coro.close()
-            raise RuntimeError("TritonRankerClient is closed")
+            raise RuntimeError(f"{type(self).__name__} is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     @property
@@ -158,7 +165,7 @@ class TritonRankerClient:
         if not self._thread.is_alive():
             self._loop.close()
 
-    def __enter__(self) -> TritonRankerClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,7 +199,6 @@ class TritonRankerClient:
             raise TritonUnavailableError(f"Triton at {self.url} is unavailable ({e})") from e
         return self.stats.served_version
 
-    # -- inference --------------------------------------------------------------------------
     async def _guarded(self, coro: Coroutine[Any, Any, T]) -> T:
         """One attempt with a hard deadline; failures that failover covers become _TritonDown."""
         from tritonclient.utils import InferenceServerException
@@ -211,14 +217,27 @@ class TritonRankerClient:
         except (ConnectionError, OSError) as e:
             raise _TritonDown(f"{type(e).__name__}: {e}") from e
 
-    async def _infer_chunk(self, q: np.ndarray, i: np.ndarray, num: np.ndarray, month: np.ndarray) -> dict:
+    # -- per model (subclasses) --------------------------------------------------------------
+    def _rows(self, arrays: tuple[np.ndarray, ...]) -> int:
+        raise NotImplementedError
+
+    def _chunk(self, arrays: tuple[np.ndarray, ...], s: int, e: int) -> tuple[np.ndarray, ...]:
+        """Rows ``s:e`` of ``arrays`` as one request's inputs."""
+        raise NotImplementedError
+
+    def _inprocess(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _fallback_tasks(self) -> list[str]:
+        raise NotImplementedError
+
+    # -- inference --------------------------------------------------------------------------
+    async def _infer_chunk(self, *arrays: np.ndarray) -> dict:
         import tritonclient.grpc.aio as grpcclient
 
-        if self._max_batch > 0 and q.shape[0] != i.shape[0]:  # batching model: rows are the batch dim
-            q = np.ascontiguousarray(np.broadcast_to(q, i.shape))
         inputs = []
-        for name, a in (("QUERY", q), ("ITEM", i), ("ITEM_NUM", num), ("MONTH", month)):
-            t = grpcclient.InferInput(name, list(a.shape), "FP32")
+        for (name, dtype), a in zip(self.INPUTS, arrays, strict=True):
+            t = grpcclient.InferInput(name, list(a.shape), dtype)
             t.set_data_from_numpy(a)
             inputs.append(t)
         outputs = [grpcclient.InferRequestedOutput(n) for n in [*(self._tasks or []), "MODEL_VERSION"]]
@@ -233,21 +252,17 @@ class TritonRankerClient:
         out = {t: res.as_numpy(t).reshape(-1) for t in self._tasks or []}
         return {"__version__": served_v, **out}
 
-    async def _attempt(self, q: np.ndarray, i: np.ndarray, num: np.ndarray, month: np.ndarray) -> RankerResult:
+    async def _attempt(self, *arrays: np.ndarray) -> RankerResult:
         await self._ensure_checked()
-        n = i.shape[0]
+        n = self._rows(arrays)
         step = min(self.max_rows, self._max_batch) if self._max_batch > 0 else self.max_rows
-        chunks = []
-        for s in range(0, n, step):
-            e = min(n, s + step)
-            qc = q if q.shape[0] == 1 else q[s:e]
-            chunks.append(self._infer_chunk(qc, i[s:e], num[s:e], month[s:e]))
+        chunks = [self._infer_chunk(*self._chunk(arrays, s, min(n, s + step))) for s in range(0, n, step)]
         parts = await asyncio.gather(*chunks)
         version = parts[0]["__version__"]
         outputs = {t: np.concatenate([p[t] for p in parts]).astype(np.float32, copy=False) for t in self._tasks or []}
         return RankerResult(outputs, "triton", version)
 
-    async def _triton(self, q: np.ndarray, i: np.ndarray, num: np.ndarray, month: np.ndarray) -> RankerResult:
+    async def _triton(self, *arrays: np.ndarray) -> RankerResult:
         """Retries with exponential backoff; raises _TritonDown once every attempt has failed."""
         last: Exception | None = None
         for attempt in range(self.retries + 1):
@@ -256,57 +271,26 @@ class TritonRankerClient:
                 await asyncio.sleep(self.backoff_s * (2 ** (attempt - 1)))
             self.stats.triton_calls += 1
             try:
-                return await self._guarded(self._attempt(q, i, num, month))
+                return await self._guarded(self._attempt(*arrays))
             except _TritonDown as e:
                 self.stats.triton_errors += 1
                 self.stats.last_error = str(e)
                 last = e
         raise _TritonDown(str(last))
 
-    @staticmethod
-    def _prepare(q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray) -> tuple[np.ndarray, ...]:
-        i = np.ascontiguousarray(i, dtype=np.float32)
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        num = np.ascontiguousarray(item_num, dtype=np.float32)
-        month = np.ascontiguousarray(month_feats, dtype=np.float32)
-        n = i.shape[0]
-        if i.ndim != 2 or q.ndim != 2 or q.shape[1] != i.shape[1] or q.shape[0] not in (1, n):
-            raise ValueError(f"q must be [d] or [N, d] and i [N, d]; got {q.shape} and {i.shape}")
-        if num.shape != (n, 3) or month.shape != (n, 2):
-            raise ValueError(f"item_num must be [N, 3] and month_feats [N, 2]; got {num.shape}, {month.shape}")
-        return q, i, num, month
-
-    def _inprocess(self, q: np.ndarray, i: np.ndarray, num: np.ndarray, month: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
-        model = self.fallback_model
-        assert model is not None
-        dev = model.device
-        with torch.inference_mode():
-            qt = torch.as_tensor(q[0] if q.shape[0] == 1 else q, device=dev)
-            raw = model.pair_outputs(
-                qt, torch.as_tensor(i, device=dev), torch.as_tensor(num, device=dev), torch.as_tensor(month, device=dev)
-            )
-            return {t: v.float().cpu().numpy() for t, v in raw.items()}
-
     def _empty(self) -> RankerResult:
-        tasks = self._tasks or (list(self.fallback_model.pair_tasks) if self.fallback_model is not None else [])
+        tasks = self._tasks or (self._fallback_tasks() if self.fallback_model is not None else [])
         return RankerResult({t: np.zeros(0, np.float32) for t in tasks}, "none", self.stats.served_version)
 
     def _down(self, reason: str) -> RankerResult:
         """Triton is down: in-process result or TritonUnavailableError, per ``failover``."""
         if self.failover == "unavailable":
-            raise TritonUnavailableError(f"Triton ranker at {self.url} unavailable: {reason}")
+            raise TritonUnavailableError(f"Triton {self.what} at {self.url} unavailable: {reason}")
         raise _Failover(reason)
 
-    async def infer_async(
-        self, q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray
-    ) -> RankerResult:
-        """Like :meth:`pair_outputs_async`, with the source and the model version."""
-        arrays = self._prepare(q, i, item_num, month_feats)
-        if arrays[1].shape[0] == 0:
+    async def _run_async(self, arrays: tuple[np.ndarray, ...]) -> RankerResult:
+        """Triton (or the failover) for prepared ``arrays``, awaitable from any event loop."""
+        if self._rows(arrays) == 0:
             return self._empty()
         fut = self._submit(self._call(*arrays))
         try:
@@ -325,10 +309,9 @@ class TritonRankerClient:
             outputs = await asyncio.to_thread(self._inprocess, *arrays)
             return RankerResult(outputs, "inprocess", self.expected_version)
 
-    def infer(self, q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray) -> RankerResult:
-        """Sync :meth:`infer_async` (callable from any thread that is not this client's loop)."""
-        arrays = self._prepare(q, i, item_num, month_feats)
-        if arrays[1].shape[0] == 0:
+    def _run(self, arrays: tuple[np.ndarray, ...]) -> RankerResult:
+        """Sync :meth:`_run_async` (callable from any thread that is not this client's loop)."""
+        if self._rows(arrays) == 0:
             return self._empty()
         fut = self._submit(self._call(*arrays))
         try:
@@ -344,16 +327,79 @@ class TritonRankerClient:
         self.stats.failovers += 1
         return RankerResult(self._inprocess(*arrays), "inprocess", self.expected_version)
 
-    async def _call(self, q: np.ndarray, i: np.ndarray, num: np.ndarray, month: np.ndarray) -> RankerResult:
+    async def _call(self, *arrays: np.ndarray) -> RankerResult:
         now = time.monotonic()
         if now < self._down_until:
             return self._down(f"circuit open after: {self.stats.last_error}")
         try:
-            return await self._triton(q, i, num, month)
+            return await self._triton(*arrays)
         except _TritonDown as e:
             self._down_until = time.monotonic() + self.cooldown_s
             log.warning("Triton at %s down (%s); failover=%s", self.url, e, self.failover)
             return self._down(str(e))
+
+
+class TritonRankerClient(_TritonClient):
+    """The pairwise ranker (mixer + towers) served by Triton: embeddings and features in."""
+
+    INPUTS = (("QUERY", "FP32"), ("ITEM", "FP32"), ("ITEM_NUM", "FP32"), ("MONTH", "FP32"))
+    what = "ranker"
+    default_model_name = DEFAULT_MODEL_NAME
+
+    def __init__(self, url: str, *, fallback_model: MultiTaskModel | None = None, **options: Any) -> None:
+        super().__init__(url, fallback_model=fallback_model, **options)
+
+    def _rows(self, arrays: tuple[np.ndarray, ...]) -> int:
+        return int(arrays[1].shape[0])
+
+    def _chunk(self, arrays: tuple[np.ndarray, ...], s: int, e: int) -> tuple[np.ndarray, ...]:
+        q, i, num, month = arrays
+        q = q if q.shape[0] == 1 else q[s:e]
+        if self._max_batch > 0 and q.shape[0] != e - s:  # batching model: rows are the batch dim
+            q = np.ascontiguousarray(np.broadcast_to(q, (e - s, q.shape[1])))
+        return q, i[s:e], num[s:e], month[s:e]
+
+    def _fallback_tasks(self) -> list[str]:
+        return list(self.fallback_model.pair_tasks)
+
+    @staticmethod
+    def _prepare(q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray) -> tuple[np.ndarray, ...]:
+        i = np.ascontiguousarray(i, dtype=np.float32)
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        num = np.ascontiguousarray(item_num, dtype=np.float32)
+        month = np.ascontiguousarray(month_feats, dtype=np.float32)
+        n = i.shape[0]
+        if i.ndim != 2 or q.ndim != 2 or q.shape[1] != i.shape[1] or q.shape[0] not in (1, n):
+            raise ValueError(f"q must be [d] or [N, d] and i [N, d]; got {q.shape} and {i.shape}")
+        if num.shape != (n, 3) or month.shape != (n, 2):
+            raise ValueError(f"item_num must be [N, 3] and month_feats [N, 2]; got {num.shape}, {month.shape}")
+        return q, i, num, month
+
+    def _inprocess(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        q, i, num, month = arrays
+        model = self.fallback_model
+        assert model is not None
+        dev = model.device
+        with torch.inference_mode():
+            qt = torch.as_tensor(q[0] if q.shape[0] == 1 else q, device=dev)
+            raw = model.pair_outputs(
+                qt, torch.as_tensor(i, device=dev), torch.as_tensor(num, device=dev), torch.as_tensor(month, device=dev)
+            )
+            return {t: v.float().cpu().numpy() for t, v in raw.items()}
+
+    async def infer_async(
+        self, q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray
+    ) -> RankerResult:
+        """Like :meth:`pair_outputs_async`, with the source and the model version."""
+        return await self._run_async(self._prepare(q, i, item_num, month_feats))
+
+    def infer(self, q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray) -> RankerResult:
+        """Sync :meth:`infer_async` (callable from any thread that is not this client's loop)."""
+        return self._run(self._prepare(q, i, item_num, month_feats))
 
     async def pair_outputs_async(
         self, q: np.ndarray, i: np.ndarray, item_num: np.ndarray, month_feats: np.ndarray
@@ -366,6 +412,65 @@ class TritonRankerClient:
     ) -> dict[str, np.ndarray]:
         """Sync :meth:`pair_outputs_async`."""
         return self.infer(q, i, item_num, month_feats).outputs
+
+
+class TritonCrossClient(_TritonClient):
+    """The cross-encoder (issue 23's second phase) served by Triton: token ids in, raw head logits out.
+
+    ``infer(input_ids, attention_mask, token_type_ids)`` takes the tokenizer's int [N, L] arrays
+    (``CrossEncoder.tokenize``); chunks of ``max_rows`` pairs (at most the model's ``max_batch_size``)
+    go concurrently, each cut to its longest pair. ``fallback_model`` is the in-process
+    :class:`~shoprank.model.cross_encoder.CrossEncoder`.
+    """
+
+    INPUTS = (("INPUT_IDS", "INT64"), ("ATTENTION_MASK", "INT64"), ("TOKEN_TYPE_IDS", "INT64"))
+    what = "cross-encoder"
+    default_model_name = CROSS_MODEL_NAME
+
+    def __init__(self, url: str, *, fallback_model: CrossEncoder | None = None, **options: Any) -> None:
+        super().__init__(url, fallback_model=fallback_model, **options)
+
+    def _rows(self, arrays: tuple[np.ndarray, ...]) -> int:
+        return int(arrays[0].shape[0])
+
+    def _chunk(self, arrays: tuple[np.ndarray, ...], s: int, e: int) -> tuple[np.ndarray, ...]:
+        width = max(1, int(arrays[1][s:e].sum(1).max()))  # right padding only (the tokenizer's)
+        return tuple(np.ascontiguousarray(a[s:e, :width]) for a in arrays)
+
+    def _fallback_tasks(self) -> list[str]:
+        return list(self.fallback_model.config.tasks)
+
+    @staticmethod
+    def _prepare(input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> tuple[np.ndarray, ...]:
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        types = np.zeros_like(ids) if token_type_ids is None else np.ascontiguousarray(token_type_ids, dtype=np.int64)
+        if ids.ndim != 2 or mask.shape != ids.shape or types.shape != ids.shape:
+            raise ValueError(f"input_ids, attention_mask and token_type_ids must be [N, L] alike; got "
+                             f"{ids.shape}, {mask.shape}, {types.shape}")  # fmt: skip
+        return ids, mask, types
+
+    def _inprocess(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        model = self.fallback_model
+        assert model is not None
+        with torch.inference_mode():
+            raw = model(*(torch.as_tensor(a, device=model.device) for a in arrays))
+        return {t: v.float().cpu().numpy() for t, v in raw.items()}
+
+    def infer(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> RankerResult:
+        """Raw head logits ``{task: float32 [N]}`` (as ``CrossEncoder.forward``), the source and the version."""
+        return self._run(self._prepare(input_ids, attention_mask, token_type_ids))
+
+    async def infer_async(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> RankerResult:
+        """Awaitable :meth:`infer`."""
+        return await self._run_async(self._prepare(input_ids, attention_mask, token_type_ids))
+
+    def raw_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw logits of a tokenizer batch (``input_ids``/``attention_mask``/``token_type_ids``):
+        the ``raw`` hook of :meth:`CrossEncoder.score`."""
+        return self.infer(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).outputs
 
 
 class _Failover(Exception):

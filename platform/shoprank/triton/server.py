@@ -208,7 +208,10 @@ class TritonServer:
         model_name: str = DEFAULT_MODEL_NAME,
         verbose_log: bool = False,
         die_with_parent: bool = False,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        """``extra_env``: variables for tritonserver and its Python-backend stubs, e.g.
+        ``{"OPENBLAS_NUM_THREADS": "1"}`` (NumPy's BLAS threads in each model instance)."""
         self.repo = Path(repo).resolve()
         self.env_dir = env_dir
         self.grpc_port = grpc_port or free_port("127.0.0.1")
@@ -221,6 +224,7 @@ class TritonServer:
         # SIGKILL). On for the foreground CLI; off by default, since a library caller may start
         # it from a short-lived thread (atexit covers normal interpreter exits).
         self.die_with_parent = die_with_parent
+        self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
 
@@ -271,7 +275,7 @@ class TritonServer:
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env.process_env(),
+            env={**env.process_env(), **self.extra_env},
             start_new_session=True,  # its own process group: stop() takes the Python stubs with it
             preexec_fn=_die_with_parent if self.die_with_parent and sys.platform == "linux" else None,
         )
