@@ -1,4 +1,5 @@
-"""A real loss-weight sweep on a local Ray Tune: ASHA, outputs, best config, restore after a kill."""
+"""A real loss-weight sweep on a local Ray Tune: ASHA, outputs (front and compute included), best
+config, restore after a kill."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from shoprank.train.config import load_config
+from shoprank.train.config import load_config, parse_config
 from shoprank.tune.config import parse_tune_config
 
 from tests.tune_helpers import BASE, REPO
@@ -87,6 +88,13 @@ def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_pa
     # Outputs: table, plot, comparison, and a best config that training accepts as it is.
     for name in ("trials.csv", "trials.md", "weights_vs_objective.png", "comparison.json", "comparison.md"):
         assert (out / name).stat().st_size > 0, name
+    # The Pareto front: only full-budget trials, each with the config that reproduces its weights.
+    front = json.loads((out / "front.json").read_text())
+    assert front["points"] and all(p["epochs"] == max_epochs for p in front["points"])
+    assert len(front["points"]) + len(front["dominated"]) + front["short_trials"] == tuned.height
+    assert set(front["reference"]) == {"equal", "uncertainty"}
+    for p in front["points"]:
+        assert parse_config(p["train_config"]).tasks["click"].weight == pytest.approx(p["weights"]["click"])
     best = load_config(res.best_config)
     best_row = tuned.sort("best_objective", descending=True).row(0, named=True)
     for task, tc in best.tasks.items():
@@ -94,3 +102,9 @@ def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_pa
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison["runs"]) == {"tuned", "equal", "uncertainty"}
     assert comparison["winner"] in comparison["runs"]
+    # Compute honesty: every trial's time accounted at 1 CPU, priced in equal-weights runs.
+    search = comparison["compute"]["search"]
+    assert search["trials"] == 4 and search["trial_seconds"] > 0
+    assert search["cpu_hours"] == pytest.approx(search["trial_seconds"] / 3600) and search["gpu_hours"] == 0
+    assert search["equivalent_seeds"] > 0
+    assert "objective" in comparison["seed_spread"]["rows"]

@@ -61,6 +61,9 @@ class TrainConfig(DataConfig):
     num_workers: int = Field(1, ge=1, le=256)
     use_gpu: bool | Literal["auto"] = "auto"
     max_failures: int = Field(0, ge=-1)
+    # issue 19 (tune): warm start from a fine-tuned checkpoint's weights (not its optimizer state or
+    # epoch); the architecture and label maps must match. A resume (same run) takes precedence.
+    init_from: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -81,6 +84,13 @@ class TrainConfig(DataConfig):
         data["tasks"] = {k: v.model_dump(mode="json") for k, v in tasks.items()}
         data["sources"] = {k: v for k, v in data["sources"].items() if k in used}
         return TrainConfig.model_validate(data)  # the validator keeps model.tasks in step
+
+    def resolve_paths(self, base: Path) -> TrainConfig:
+        """The data paths', and (issue 19) ``init_from``'s, absolute against ``base``."""
+        cfg: TrainConfig = super().resolve_paths(base)  # type: ignore[assignment]
+        if cfg.init_from and not Path(cfg.init_from).is_absolute():
+            cfg = cfg.model_copy(update={"init_from": str((base / cfg.init_from).resolve())})
+        return cfg
 
     def encoder_grads(self) -> dict[str, float]:
         """Tasks whose gradient into the encoder is scaled (``encoder_grad`` < 1)."""

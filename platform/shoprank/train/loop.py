@@ -175,6 +175,10 @@ def run_training(
     device = torch.device(ctx.device)
     torch.manual_seed(cfg.seed)
     model = MultiTaskModel(cfg.model, label_maps)
+    if cfg.init_from and resume_from is None:  # issue 19: warm start (shoprank.train.warm_start)
+        from shoprank.train.warm_start import load_init_weights
+
+        load_init_weights(model, cfg.init_from)
     objective = MultiTaskObjective(model, cfg.weights(), cfg.weighting, cfg.encoder_grads()).to(device)
     optimizer = build_optimizer(objective, cfg)
     progress: dict[str, Any] = {

@@ -78,6 +78,29 @@ class AshaConfig(_Strict):
     reduction_factor: float = Field(2.0, ge=2.0)
 
 
+class PbtConfig(_Strict):
+    """Population-based training: every ``perturbation_interval`` epochs the bottom
+    ``quantile_fraction`` of the population copies a top trial's checkpoint and perturbs its
+    weights (×0.8/×1.2, or a fresh draw with ``resample_probability``)."""
+
+    perturbation_interval: int = Field(1, ge=1)
+    quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
+    resample_probability: float = Field(0.25, ge=0.0, le=1.0)
+    # synchronous: every member reaches the interval before the bottom quantile exploits the top. The
+    # asynchronous form skips an exploit whenever the chosen donor has not yet been checkpointed as a
+    # top member, which in small populations of short trials is most of the time.
+    synch: bool = True
+
+
+class ParetoConfig(_Strict):
+    """The front the report draws: one axis per task, a task's score being the weighted mean of
+    the objective's (normalised) metrics of that task. ``search: true`` makes Optuna search the
+    front itself (multi-objective TPE over these scores) instead of the composite."""
+
+    tasks: list[str] | None = None  # default: every task the objective names
+    search: bool = False
+
+
 class TuneConfig(_Strict):
     """One sweep: which training config, how to search, how to judge, where to write."""
 
@@ -91,9 +114,44 @@ class TuneConfig(_Strict):
     search: SearchSpace = Field(default_factory=SearchSpace)
     search_alg: Literal["optuna", "random"] = "optuna"
     asha: AshaConfig = Field(default_factory=AshaConfig)
+    # asha: Optuna/random proposals, weak trials stopped early; pbt: a population whose weights
+    # mutate during training (no search algorithm); fifo: every trial the full budget
+    scheduler: Literal["asha", "pbt", "fifo"] = "asha"
+    pbt: PbtConfig = Field(default_factory=PbtConfig)
     objective: Objective
+    pareto: ParetoConfig = Field(default_factory=ParetoConfig)
     baselines: list[Literal["equal", "uncertainty"]] = Field(default_factory=lambda: ["equal", "uncertainty"])
+    # equal weights on this many seeds (seed, seed+1, ...): the spread every tuned gain is judged against
+    baseline_seeds: int = Field(1, ge=1, le=32)
+    # warm start: every trial (and baseline) begins from this checkpoint's weights; overrides the
+    # training config's ``init_from``. freeze_encoder: only the heads and towers train.
+    init_from: str | None = None
+    freeze_encoder: bool = False
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneConfig:
+        tasks = self.objective_tasks()
+        if self.pareto.tasks is not None:
+            stray = [t for t in self.pareto.tasks if t not in tasks]
+            if stray or len(self.pareto.tasks) < 2:
+                got = stray or self.pareto.tasks
+                raise ValueError(f"pareto.tasks: give at least two of the objective's tasks {tasks} (got {got})")
+        if self.pareto.search and (self.scheduler == "pbt" or self.search_alg != "optuna"):
+            raise ValueError("pareto.search: needs search_alg: optuna and scheduler asha or fifo (PBT has one metric)")
+        if self.pareto.search and len(self.front_tasks()) < 2:
+            raise ValueError(f"pareto.search: the objective names only {tasks}; a front needs two tasks")
+        if self.baseline_seeds > 1 and "equal" not in self.baselines:
+            raise ValueError("baseline_seeds: the seed spread is measured on equal weights; add 'equal' to baselines")
+        return self
+
+    def objective_tasks(self) -> list[str]:
+        """The tasks the objective's metrics belong to, in the objective's order."""
+        return list(dict.fromkeys(name.partition("/")[0] for name in self.objective.metrics))
+
+    def front_tasks(self) -> list[str]:
+        """The axes of the Pareto front."""
+        return list(self.pareto.tasks) if self.pareto.tasks is not None else self.objective_tasks()
 
 
 def parse_tune_config(data: object, source: str = "tune config") -> TuneConfig:

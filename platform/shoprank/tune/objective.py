@@ -24,3 +24,15 @@ def composite(metrics: dict[str, float], objective: Objective, prefix: str = "va
         total += spec.weight * score
         weight += spec.weight
     return total / weight
+
+
+def task_scores(
+    metrics: dict[str, float], objective: Objective, tasks: list[str], prefix: str = "val/"
+) -> dict[str, float]:
+    """One score per task: the composite of the objective's metrics of that task alone."""
+    scores = {}
+    for task in tasks:
+        own = {n: m for n, m in objective.metrics.items() if n.partition("/")[0] == task}
+        if own:
+            scores[task] = composite(metrics, objective.model_copy(update={"metrics": own}), prefix)
+    return scores

@@ -86,4 +86,47 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
             f"| {m} | " + " | ".join(_fmt(v) for v in vals) + " | " + " | ".join(_fmt(d) for d in deltas) + " |"
         )
     lines += ["", "Weights: " + json.dumps({n: runs[n]["weights"] for n in names}, sort_keys=True)]
+    if comparison.get("warm_start"):
+        w = comparison["warm_start"]
+        same = "the same split" if w["same_split"] else f"ANOTHER split ({', '.join(w['differs'])}): figures may leak"
+        lines += ["", f"Every run warm-started from `{w['init_from']}`, trained on {same}."]
+    if comparison.get("seed_spread"):
+        lines += ["", *seed_lines(comparison["seed_spread"])]
+    if comparison.get("compute"):
+        lines += ["", *compute_lines(comparison["compute"])]
     return "\n".join(lines) + "\n"
+
+
+def seed_lines(seeds: dict[str, Any]) -> list[str]:
+    """Equal weights over its seeds (held out) and each tuned gain against twice their std."""
+    n = len(seeds["seeds"])
+    if n < 2:
+        return ["Seed spread not measured (one equal-weights seed): set `baseline_seeds: 3` to judge gains against it."]
+    lines = [f"Seed spread of equal weights on the test split ({n} seed(s): {', '.join(seeds['seeds'])}):", ""]
+    lines += ["| metric | equal mean | equal std | tuned − mean | verdict |", "| --- | --- | --- | --- | --- |"]
+    for key, r in seeds["rows"].items():
+        lines.append(f"| {key} | {_fmt(r['mean'])} | {_fmt(r['std'])} | {r['gain']:+.4f} | {r['verdict']} |")
+    return lines
+
+
+def compute_lines(compute: dict[str, Any]) -> list[str]:
+    """CPU/GPU hours of the search and the baselines, and the search priced in equal-weights runs."""
+    s, b = compute["search"], compute["baselines"]
+    lines = [
+        f"Compute ({compute.get('scheduler', '?')} search, trial wall time × resources per trial):",
+        "",
+        "| part | trials | trial hours | CPU hours | GPU hours |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, c in (("search", s), ("baselines", b)):
+        hours = [c["trial_seconds"] / 3600, c["cpu_hours"], c["gpu_hours"]]
+        lines.append(f"| {name} | {c['trials']} | " + " | ".join(f"{h:.3f}" for h in hours) + " |")
+    if math.isnan(s["seed_run_seconds"]):
+        lines += ["", "No equal-weights run finished, so the search is not priced in seeds."]
+    else:
+        lines += [
+            "",
+            f"The search's compute would buy **{s['equivalent_seeds']:.1f}** equal-weights runs "
+            f"({s['seed_run_seconds']:.0f} s each) on the same resources.",
+        ]
+    return lines

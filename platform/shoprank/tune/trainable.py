@@ -2,8 +2,9 @@
 
 A trial turns its sampled params into task weights (or a baseline's weighting), trains on the
 shared examples (put in Ray's object store once by the driver), and reports the declared
-composite objective with every epoch's checkpoint, so ASHA can stop it and a restored sweep
-can resume it.
+composite objective and one score per task of the front with every epoch's checkpoint, so ASHA
+can stop it, PBT can hand its checkpoint to another trial (which resumes from it with its own,
+perturbed weights) and a restored sweep can resume it.
 """
 
 from __future__ import annotations
@@ -17,26 +18,62 @@ from shoprank.tasks.examples import TaskData, val_frame
 from shoprank.train.config import TrainConfig
 from shoprank.train.loop import frame_to_arrays, run_training
 from shoprank.tune.config import TuneConfig
-from shoprank.tune.objective import composite
+from shoprank.tune.objective import composite, task_scores
+from shoprank.tune.schedulers import score_key
 from shoprank.tune.space import weights_from_params
 
 BASELINE_KEY = "baseline"
+SEED_SEP = "~"  # "equal~1": equal weights on seed + 1
+FREEZE_ALL = 12  # ModelConfig.freeze_layers' maximum: the embeddings and every layer frozen
+
+
+def baseline_names(tune_cfg: TuneConfig) -> list[str]:
+    """The baseline runs: each of ``baselines``, plus equal weights on ``baseline_seeds - 1`` more seeds."""
+    extra = [f"equal{SEED_SEP}{k}" for k in range(1, tune_cfg.baseline_seeds)] if "equal" in tune_cfg.baselines else []
+    return [*tune_cfg.baselines, *extra]
+
+
+def baseline_seed(name: str) -> tuple[str, int]:
+    """``equal~2`` → ("equal", 2): the weighting and the seed offset of a baseline run."""
+    kind, _, offset = name.partition(SEED_SEP)
+    return kind, int(offset or 0)
+
+
+def _sweep_update(base: TrainConfig, tune_cfg: TuneConfig) -> dict[str, Any]:
+    """What every run of the sweep changes: the warm start and the frozen encoder."""
+    update: dict[str, Any] = {}
+    if tune_cfg.init_from:
+        update["init_from"] = tune_cfg.init_from
+    if tune_cfg.freeze_encoder:
+        update["model"] = base.model.model_copy(update={"freeze_layers": FREEZE_ALL})
+    return update
+
+
+def weights_train_config(base: TrainConfig, tune_cfg: TuneConfig, weights: dict[str, float]) -> TrainConfig:
+    """A sweep run's training config with fixed task ``weights`` (tasks not named keep theirs)."""
+    update = {**_sweep_update(base, tune_cfg), "tasks": _with_weights(base, weights), "weighting": "fixed"}
+    return base.model_copy(update=update)
 
 
 def trial_train_config(base: TrainConfig, tune_cfg: TuneConfig, params: dict[str, Any]) -> TrainConfig:
-    """The training config one trial runs: searched weights, or a baseline's weighting."""
+    """The training config one trial runs: searched weights, or a baseline's weighting (and seed);
+    with the sweep's warm start (``init_from``) and frozen encoder when it asks for them."""
     baseline = params.get(BASELINE_KEY)
-    if baseline == "equal":
-        return base.model_copy(
-            update={"tasks": _with_weights(base, dict.fromkeys(base.tasks, 1.0)), "weighting": "fixed"}
-        )
-    if baseline == "uncertainty":
-        return base.model_copy(
-            update={"tasks": _with_weights(base, dict.fromkeys(base.tasks, 1.0)), "weighting": "uncertainty"}
-        )
+    if baseline:
+        kind, offset = baseline_seed(str(baseline))
+        update = _sweep_update(base, tune_cfg)
+        update["tasks"] = _with_weights(base, dict.fromkeys(base.tasks, 1.0))
+        update["weighting"] = "fixed" if kind == "equal" else "uncertainty"
+        if offset:
+            # another training seed on the same split and validation sample
+            update["seed"] = base.seed + offset
+            update["split"] = base.split.model_copy(update={"seed": base.data_seed})
+            update["model"] = update.get("model", base.model).model_copy(update={"seed": base.model.seed + offset})
+        return base.model_copy(update=update)
     tasks = tune_cfg.search.tasks or list(base.tasks)
-    weights = weights_from_params(params, tune_cfg.search, [t for t in tasks if t in base.tasks])
-    return base.model_copy(update={"tasks": _with_weights(base, weights), "weighting": "fixed"})
+    return weights_train_config(
+        base, tune_cfg, weights_from_params(params, tune_cfg.search, [t for t in tasks if t in base.tasks])
+    )
 
 
 def _with_weights(base: TrainConfig, weights: dict[str, float]) -> dict[str, Any]:
@@ -69,6 +106,8 @@ def run_trial(
         flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         flat["objective"] = composite(flat, tune_cfg.objective, "val/")
         flat["primary"] = flat.get("val/" + tune_cfg.objective.primary, float("nan"))
+        scores = task_scores(flat, tune_cfg.objective, tune_cfg.front_tasks(), "val/")
+        flat.update({score_key(t): v for t, v in scores.items()})
         flat.update({f"weight/{t}": tc.weight for t, tc in cfg.tasks.items()})
         tune.report(flat, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
