@@ -12,7 +12,7 @@ from shoprank.errors import ShoprankError
 # Modules under shoprank.cli that each define ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "data", "demo", "tune", "campaign", "train", "evaluate", "onnx", "serve", "events", "replay", "k8s",
-    "cross",
+    "cross", "distill",
 )
 
 

@@ -90,6 +90,27 @@ class ItemTextConfig(_Strict):
     attribute_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class DistillConfig(_Strict):
+    """Distillation from the cross-encoder (docs/distillation.md): where its soft labels are and how they
+    enter training. ``shoprank distill-labels`` writes ``labels`` (scoring with ``teacher`` the training
+    pairs and the hard negatives ``miner`` retrieves); ``shoprank train`` blends them into the relevance and
+    click examples (``shoprank.tasks.soft_labels``)."""
+
+    labels: str  # the soft-label directory (``shoprank.tasks.soft_labels``: one parquet per task + manifest)
+    teacher: str = "runs/cross/model"  # a ``shoprank train-cross`` OUT/model
+    miner: str = "runs/reference/model"  # the bi-encoder whose retrieval mines hard negatives
+    tasks: list[Literal["relevance", "click"]] = Field(default_factory=lambda: ["relevance", "click"], min_length=1)
+    # a labelled pair's training target: alpha x its label + (1 - alpha) x the teacher's (hard negatives: the teacher's)
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    hard_negatives: int = Field(4, ge=0, le=100)  # per training query: the top retrieved items not labelled for it
+    search_k: int = Field(20, ge=1, le=1000)  # how deep the miner retrieves before labelled items are dropped
+    max_queries: int | None = Field(2000, ge=1)  # training queries labelled per task (a stable hash sample)
+    # the catalogue the miner retrieves from: the sampled queries' labelled items plus a stable hash sample of
+    # the others, up to this many items per source (None: the whole catalogue)
+    max_items: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1, le=4096)  # teacher scoring batch
+
+
 class DataConfig(_Strict):
     """Sources, tasks and splits: everything that decides which examples a run sees."""
 
@@ -98,6 +119,7 @@ class DataConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     item_text: ItemTextConfig = Field(default_factory=ItemTextConfig)
     seed: int = 0
+    distill: DistillConfig | None = None  # soft labels from the cross-encoder (training rows only)
 
     @field_validator("tasks")
     @classmethod
@@ -113,14 +135,17 @@ class DataConfig(_Strict):
             missing = [s for s in task.sources if s not in self.sources]
             if missing:
                 raise ValueError(f"tasks.{name}.sources: unknown source(s) {missing}; defined: {sorted(self.sources)}")
+        if self.distill is not None and (absent := [t for t in self.distill.tasks if t not in self.tasks]):
+            raise ValueError(f"distill.tasks: {absent} not in tasks")
         return self
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> DataConfig:
         """The data part of a (dumped) training config, e.g. a checkpoint manifest's ``train_config``.
 
-        A config recorded before ``split.item_split`` existed was split by item id: it gets "item"."""
-        data = {k: v for k, v in config.items() if k in cls.model_fields}
+        A config recorded before ``split.item_split`` existed was split by item id: it gets "item".
+        ``distill`` is left out: it changes training rows only, never the held-out ones this rebuilds."""
+        data = {k: v for k, v in config.items() if k in cls.model_fields and k != "distill"}
         split = dict(data.get("split") or {})
         split.setdefault("item_split", LEGACY_ITEM_SPLIT)
         return cls.model_validate({**data, "split": split})
@@ -140,4 +165,8 @@ class DataConfig(_Strict):
         for name, s in self.sources.items():
             parts = [q.model_copy(update={"path": fix(q.path)}) for q in s.parts]
             sources[name] = s.model_copy(update={"path": fix(s.path), "parts": parts})
-        return self.model_copy(update={"sources": sources})
+        update: dict[str, Any] = {"sources": sources}
+        if self.distill is not None:
+            d = self.distill
+            update["distill"] = d.model_copy(update={k: fix(getattr(d, k)) for k in ("labels", "teacher", "miner")})
+        return self.model_copy(update=update)

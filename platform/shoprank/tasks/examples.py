@@ -12,7 +12,8 @@ Splits are deterministic: hashed by ``group`` (queries for ranking tasks; for it
 normalised title, ``split.item_split: title``, or the item id, ``item``), or by time for click
 logs, so ``shoprank eval`` rebuilds exactly the held-out rows; :func:`split_kind` names a task's
 split for the eval report (docs/splits.md). ``item_text.attribute_dropout`` replaces that share of
-the item tasks' training texts by the text without attributes (:func:`attribute_dropout`).
+the item tasks' training texts by the text without attributes (:func:`attribute_dropout`); ``distill``
+blends the teacher's soft labels into the relevance and click training rows (``shoprank.tasks.soft_labels``).
 
 Item texts come from :func:`shoprank.model.text.item_texts`, each task's kind
 (``TaskSpec.text_kind``) by the recipes given to :func:`build_task_data` (a checkpoint's, see
@@ -45,6 +46,7 @@ from shoprank.model.text import (
     without_attributes,
 )
 from shoprank.tasks.config import DataConfig, SourceConfig, SplitConfig, TaskConfig
+from shoprank.tasks.soft_labels import apply_soft_labels, distill_fingerprint, read_labels
 
 EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "query": pl.Utf8(),
@@ -468,6 +470,9 @@ def build_task_data(
         # A fixed row order: joins and unique() do not keep one, and samples (max_examples,
         # validation subsets, eval caps) must pick the same rows in every process.
         df = pl.concat(parts).sort(["split", "group", "item_id", "query", "month", "label"])
+        if cfg.distill is not None and task in cfg.distill.tasks:  # the teacher's soft labels (training rows)
+            df, counts = apply_soft_labels(df, read_labels(cfg.distill.labels, task), cfg.distill.alpha)
+            fingerprints.setdefault("distill", {"labels": distill_fingerprint(cfg.distill.labels)})[task] = counts
         if task in CLASS_TASKS:
             classes = _label_map(df.filter(pl.col("split") == "train")["class"], tc)
             if len(classes) < 2:
