@@ -7,7 +7,9 @@ The model is the reference checkpoint (runs/reference/model) when present, else 
 all-MiniLM-L6-v2; the titles are real (../shared/data fashion product names) when present, else the
 embedded synthetic catalogue's. Every runtime embeds the same titles in batches of 64 on the same
 threads, in alternating rounds (a change in background load hits every runtime alike); items/s is
-each runtime's median round. Printed and written to bench/results/encoder_runtime.{md,json}:
+each runtime's median round, after one untimed pass of every runtime over all the titles (ONNX Runtime
+allocates per input shape on first sight: without it the first round measures allocation). Printed and
+written to bench/results/encoder_runtime.{md,json}:
 
 1. items/s per runtime and the ratio to torch fp32 (target: int8 >= 2.5x), with length-bucketed
    batches (``MultiTaskModel.embed``: texts sorted by token count, each batch padded to its own
@@ -169,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch (no bucketing)": lambda t: unbucketed(on("torch"), args.batch)(t),
         "onnx-int8 (no bucketing)": lambda t: unbucketed(on("onnx-int8"), args.batch)(t),
     }
-    for fn in runs.values():  # warm up every runtime once
-        fn(texts[: args.batch])
+    for fn in runs.values():  # warm up every runtime on every batch shape once (ONNX Runtime sizes its arenas
+        fn(texts)  # per shape on first sight; a replica or a campaign job pays that once, not per batch)
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(rounds):
         for name, fn in runs.items():
