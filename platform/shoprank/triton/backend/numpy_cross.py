@@ -1,7 +1,7 @@
 """The cross-encoder (BERT backbone + pooling + task heads) in NumPy, for Triton's Python backend.
 
-Copied into the Triton model repository beside ``numpy_ranker.py`` (whose exact GELU and file hash
-it reuses) and run in the isolated Triton environment (numpy<2, scipy, safetensors: no torch, no
+Copied into the Triton model repository beside ``numpy_ranker.py`` (whose exact GELU and checked
+loading it reuses) and run in the isolated Triton environment (numpy<2, scipy, safetensors: no torch, no
 transformers, no shoprank). Tokenising stays with the caller: Triton receives token ids. It mirrors
 ``shoprank.model.cross_encoder.CrossEncoder.forward`` in eval mode (dropout off) over a
 ``transformers`` ``BertModel`` with absolute positions::
@@ -15,16 +15,15 @@ Computed in float32 (BLAS), so it matches torch's float32 forward to ~1e-5.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 try:  # in the main environment (tests, export)
-    from shoprank.triton.backend.numpy_ranker import gelu, sha256_file
+    from shoprank.triton.backend.numpy_ranker import gelu, load_checked
 except ImportError:  # in the Triton model directory: model.py puts it on sys.path
-    from numpy_ranker import gelu, sha256_file  # type: ignore[no-redef]
+    from numpy_ranker import gelu, load_checked  # type: ignore[no-redef]
 
 FORMAT = "shoprank-triton-cross-encoder"
 FORMAT_VERSION = 1
@@ -63,14 +62,7 @@ class NumpyCrossEncoder:
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> NumpyCrossEncoder:
         """Read ``cross.json`` + ``cross.safetensors`` (checksum verified) from a directory."""
-        from safetensors.numpy import load_file
-
-        directory = Path(directory)
-        config = json.loads((directory / CONFIG).read_text())
-        weights_path = directory / WEIGHTS
-        if verify and sha256_file(weights_path) != config.get("weights_sha256"):
-            raise ValueError(f"{weights_path}: checksum does not match {CONFIG} (corrupt or replaced)")
-        return cls(config, load_file(str(weights_path)))
+        return cls(*load_checked(directory, CONFIG, WEIGHTS, verify))
 
     def _dense(self, x: np.ndarray, name: str) -> np.ndarray:
         w = self.w[f"{name}.weight"]  # [in, out]

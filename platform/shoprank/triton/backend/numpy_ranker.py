@@ -54,6 +54,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def load_checked(directory: str | Path, config_name: str, weights_name: str, verify: bool = True) -> tuple[dict, dict]:
+    """A model directory's JSON config and safetensors weights (checksum verified against the config)."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    config = json.loads((directory / config_name).read_text())
+    weights_path = directory / weights_name
+    if verify and sha256_file(weights_path) != config.get("weights_sha256"):
+        raise ValueError(f"{weights_path}: checksum does not match {config_name} (corrupt or replaced)")
+    return config, load_file(str(weights_path))
+
+
 class NumpyRanker:
     """Forward pass of the exported ranker; weights as float64 NumPy arrays."""
 
@@ -70,14 +82,7 @@ class NumpyRanker:
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> NumpyRanker:
         """Read ``ranker.json`` + ``ranker.safetensors`` (checksum verified) from a directory."""
-        from safetensors.numpy import load_file
-
-        directory = Path(directory)
-        config = json.loads((directory / CONFIG).read_text())
-        weights_path = directory / WEIGHTS
-        if verify and sha256_file(weights_path) != config.get("weights_sha256"):
-            raise ValueError(f"{weights_path}: checksum does not match {CONFIG} (corrupt or replaced)")
-        return cls(config, load_file(str(weights_path)))
+        return cls(*load_checked(directory, CONFIG, WEIGHTS, verify))
 
     def _block(self, prefix: str, x: np.ndarray) -> np.ndarray:
         """Sequential(_mlp, _mlp) where _mlp = Linear, GELU, Dropout (identity at eval)."""
