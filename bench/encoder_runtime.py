@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     model.runtime = None
     base = med["torch"]
     results: dict[str, Any] = {
+        "item_split": ((manifest or {}).get("train_config") or {}).get("split", {}).get("item_split", "item"),
         "model_version": version, "titles": source, "threads": args.threads, "batch": args.batch, "rounds": rounds,
         "load_avg": os.getloadavg(), "items_per_s": med, "items_per_s_rounds": rates,
         "ratio_to_torch": {k: v / base for k, v in med.items()},
@@ -220,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+SPLIT_BY_TASK = {"intent": "query", "retrieval": "query", "relevance": "query", "click": "time", "demand": "title"}
+
+
+def split_of(metric: str, item_split: str) -> str:
+    """The held-out split an eval metric comes from (docs/splits.md); item tasks follow the checkpoint's."""
+    return SPLIT_BY_TASK.get(metric.split("/", 1)[0], item_split)
+
+
 def markdown(r: dict[str, Any], doc: dict[str, Any]) -> str:
     base = r["items_per_s"]["torch"]
     rows = "\n".join(f"| {k} | {v:.1f} | {v / base:.2f}× |" for k, v in r["items_per_s"].items())
@@ -229,8 +238,9 @@ def markdown(r: dict[str, Any], doc: dict[str, Any]) -> str:
         lines = []
         for k, v in doc["variants"].items():
             for metric, d in (v.get("eval_deltas") or {}).items():
-                lines.append(f"| {k} | {metric} | {ev['torch'].get(metric, float('nan')):.4f} | {d:+.4f} |")
-        evals = "| variant | metric | torch | delta |\n| --- | --- | --- | --- |\n" + "\n".join(lines)
+                split = split_of(metric, r.get("item_split", "item"))
+                lines.append(f"| {k} | {metric} | {split} | {ev['torch'].get(metric, float('nan')):.4f} | {d:+.4f} |")
+        evals = "| variant | metric | split | torch | delta |\n| --- | --- | --- | --- | --- |\n" + "\n".join(lines)
     else:
         evals = f"Not run: {ev.get('why')}."
     heads = "\n".join(
@@ -268,7 +278,8 @@ token count before batching, every runtime) adds {r["bucketing_gain"]["torch"]:.
 
 Kept: **{doc["kept"]}** ({doc["why"]}).
 
-Eval deltas (variant − torch, the checkpoint's own test split):
+Eval deltas (variant − torch, the checkpoint's own test split; split names as in docs/splits.md: `query`
+= unseen query groups, `time` = the log's latest period, `item` = random item-id split, `title` = title-disjoint):
 
 {evals}
 
