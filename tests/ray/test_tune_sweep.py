@@ -44,7 +44,7 @@ def _kill_after_trials(cmd: list[str], starts: Path, n_started: int, timeout_s: 
 def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_path: Path) -> None:
     from shoprank.tune.driver import sweep
 
-    data = _cfg(storage_path=str(tmp_path / "store"), num_samples=4, max_concurrent_trials=1)
+    data = _cfg(storage_path=str(tmp_path / "store"), num_samples=4, max_concurrent_trials=1, baseline_seeds=2)
     config_path = tmp_path / "sweep.yaml"
     config_path.write_text(yaml.safe_dump(data))
     starts = tmp_path / "starts.log"
@@ -79,7 +79,13 @@ def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_pa
     trials = pl.read_csv(out / "trials.csv")
     tuned = trials.filter(pl.col("kind") == "tuned")
     assert tuned.height == 4
-    assert set(trials.filter(pl.col("kind") == "baseline")["trial"]) == {"equal", "uncertainty"}
+    assert set(trials.filter(pl.col("kind") == "baseline")["trial"]) == {
+        "equal",
+        "uncertainty",
+        "equal~1",
+        "uncertainty~1",
+        "tuned~1",  # the chosen weights again, on the next seed
+    }
     # ASHA stopped at least one trial before the full budget; baselines always get it.
     max_epochs = load_config(BASE["train_config"]).epochs
     assert tuned["epochs"].min() < max_epochs
@@ -97,8 +103,10 @@ def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_pa
         assert parse_config(p["train_config"]).tasks["click"].weight == pytest.approx(p["weights"]["click"])
     best = load_config(res.best_config)
     best_row = tuned.sort("best_objective", descending=True).row(0, named=True)
+    again = trials.filter(pl.col("trial") == "tuned~1").row(0, named=True)
     for task, tc in best.tasks.items():
         assert tc.weight == pytest.approx(best_row[f"weight/{task}"], rel=1e-6)
+        assert again[f"weight/{task}"] == pytest.approx(tc.weight, rel=1e-6)
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison["runs"]) == {"tuned", "equal", "uncertainty"}
     assert comparison["winner"] in comparison["runs"]
@@ -107,4 +115,7 @@ def test_tiny_sweep_asha_outputs_best_config_and_restore(ray_local: None, tmp_pa
     assert search["trials"] == 4 and search["trial_seconds"] > 0
     assert search["cpu_hours"] == pytest.approx(search["trial_seconds"] / 3600) and search["gpu_hours"] == 0
     assert search["equivalent_seeds"] > 0
-    assert "objective" in comparison["seed_spread"]["rows"]
+    seeds = comparison["seed_spread"]
+    assert seeds["kinds"] == {"tuned": ["tuned", "tuned~1"], "equal": ["equal", "equal~1"],
+                              "uncertainty": ["uncertainty", "uncertainty~1"]}  # fmt: skip
+    assert seeds["rows"]["objective"]["by_kind"]["tuned"]["std"] >= 0

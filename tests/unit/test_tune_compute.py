@@ -7,6 +7,7 @@ import math
 
 import pytest
 from shoprank.tune.compute import compute_used, spread, verdict
+from shoprank.tune.driver import seed_gains
 from shoprank.tune.report import compute_lines, seed_lines
 
 
@@ -32,6 +33,28 @@ def test_spread_and_verdict_against_twice_the_std() -> None:
     assert "seed noise" in verdict(0.03, 0.02)
     assert "seed noise" in verdict(1e-17, 0.0)  # identical runs are not a gain
     assert "not measured" in verdict(0.03, math.nan)
-    rows = {"objective": {"mean": 0.72, "std": 0.02, "gain": 0.05, "verdict": verdict(0.05, 0.02)}}
-    table = "\n".join(seed_lines({"seeds": ["equal", "equal~1", "equal~2"], "rows": rows}))
-    assert "3 seed(s)" in table and "| objective | 0.7200 | 0.0200 | +0.0500 | beyond 2σ" in table
+
+
+def test_seed_gains_compare_the_tuned_mean_with_equal_weights() -> None:
+    def run(obj: float, auc: float) -> dict:
+        return {"objective": obj, "test_metrics": {"test/click/auc": auc}}
+
+    seeds = seed_gains(
+        {
+            "tuned": {"tuned": run(0.78, 0.90), "tuned~1": run(0.76, 0.92), "tuned~2": run(0.77, 0.91)},
+            "equal": {"equal": run(0.70, 0.91), "equal~1": run(0.72, 0.90), "equal~2": run(0.74, 0.92)},
+            "uncertainty": {"uncertainty": run(0.71, 0.90)},
+        }
+    )
+    obj = seeds["rows"]["objective"]
+    assert obj["mean"] == pytest.approx(0.72) and obj["std"] == pytest.approx(0.02)
+    assert obj["gain"] == pytest.approx(0.05) and obj["verdict"].startswith("beyond 2σ")  # tuned mean 0.77
+    assert (
+        seeds["rows"]["test/click/auc"]["gain"] == pytest.approx(0.0)
+        and "seed noise" in (seeds["rows"]["test/click/auc"]["verdict"])
+    )
+    assert seeds["kinds"]["tuned"] == ["tuned", "tuned~1", "tuned~2"]
+    table = "\n".join(seed_lines(seeds))
+    assert "equal 3" in table and "tuned 3" in table and "uncertainty 1" in table
+    assert "| objective | 0.7200 ± 0.0200 | 0.7100 ± nan | 0.7700 ± 0.0100 | +0.0500 | beyond 2σ" in table
+    assert seed_gains({"equal": {"equal": run(0.7, 0.9)}})["rows"] == {}  # nothing tuned: no verdict

@@ -106,3 +106,22 @@ def test_scheduler_and_search_alg_follow_the_config() -> None:
     m = build_search_alg(multi)
     assert isinstance(m, OptunaSearch) and m.metric == ["score/relevance", "score/click"] and m.mode == ["max", "max"]
     assert isinstance(build_scheduler(parse_tune_config(_cfg(scheduler="fifo")), 3, ["click"]), FIFOScheduler)
+
+
+def test_pbt_draws_follow_the_sweep_seed() -> None:
+    """PBT's initial weights (NumPy) and its explore steps (Python's random) repeat under one seed."""
+    from ray.tune.schedulers.pbt import _explore
+
+    def draws(seed: int) -> list[float]:
+        cfg = parse_tune_config(_cfg(scheduler="pbt", seed=seed))
+        p = build_scheduler(cfg, max_t=3, searched=["click", "season"])
+        space = p._hyperparam_mutations
+        start = {k: float(space[k].sample()) for k in sorted(space)}
+        out = list(start.values())
+        for _ in range(4):
+            start, _ops = _explore(start, space, 0.25, (1.2, 0.8), p._custom_explore_fn)
+            out += [float(start[k]) for k in sorted(space)]
+        return out
+
+    assert draws(5) == draws(5)
+    assert draws(5) != draws(6)

@@ -15,7 +15,14 @@ from shoprank.train.config import load_config, parse_config
 from shoprank.train.loop import frame_to_arrays, run_training
 from shoprank.train.warm_start import load_init_weights
 from shoprank.tune.config import parse_tune_config
-from shoprank.tune.trainable import FREEZE_ALL, baseline_names, trial_train_config, val_frames
+from shoprank.tune.trainable import (
+    FREEZE_ALL,
+    TUNED_WEIGHTS_KEY,
+    baseline_names,
+    trial_train_config,
+    tuned_seed_names,
+    val_frames,
+)
 
 from tests.tune_helpers import REPO
 from tests.tune_helpers import tune_cfg as _cfg
@@ -84,7 +91,11 @@ def test_init_from_resolves_against_the_config_base(tmp_path: Path) -> None:
 def test_sweep_options_reach_every_trial_config() -> None:
     base = load_config(REPO / "configs" / "tiny.yaml", base=REPO)
     tune = parse_tune_config(_cfg(init_from="/models/ref", freeze_encoder=True, baseline_seeds=3))
-    assert baseline_names(tune) == ["equal", "uncertainty", "equal~1", "equal~2"]
+    assert baseline_names(tune) == ["equal", "uncertainty", "equal~1", "uncertainty~1", "equal~2", "uncertainty~2"]
+    assert tuned_seed_names(tune) == ["tuned~1", "tuned~2"]
+    again = trial_train_config(base, tune, {"baseline": "tuned~1", TUNED_WEIGHTS_KEY: {"click": 3.0, "season": 0.5}})
+    assert again.tasks["click"].weight == 3.0 and again.tasks["season"].weight == 0.5 and again.weighting == "fixed"
+    assert again.seed == base.seed + 1 and again.model.freeze_layers == FREEZE_ALL
     tuned = trial_train_config(base, tune, {"w_click": 3.0})
     assert tuned.init_from == "/models/ref" and tuned.model.freeze_layers == FREEZE_ALL
     assert tuned.tasks["click"].weight == 3.0 and tuned.tasks["season"].weight == 1.0

@@ -11,8 +11,8 @@
    ``jobs/train.py``, optionally warm-started from one checkpoint (``init_from``) with a frozen
    encoder. Running the same command again restores an interrupted sweep (``Tuner.restore``):
    finished trials are kept, unfinished ones resume.
-3. Baselines on the same budget (full epochs): equal weights (on ``baseline_seeds`` seeds) and
-   learned uncertainty weighting.
+3. Baselines on the same budget (full epochs): equal weights and learned uncertainty weighting,
+   and the search's chosen weights re-trained, each on ``baseline_seeds`` seeds.
 4. The best tuned checkpoint and each baseline's best checkpoint are scored on the held-out
    test split with the same composite; the report says which won, by how much, task by task,
    how the gain compares with the equal-weights seed spread, and what the sweep cost.
@@ -50,10 +50,13 @@ from shoprank.tune.schedulers import OBJECTIVE, PBT_CHECKPOINTS, build_scheduler
 from shoprank.tune.space import param_space
 from shoprank.tune.trainable import (
     BASELINE_KEY,
+    TUNED,
+    TUNED_WEIGHTS_KEY,
     baseline_names,
     baseline_seed,
     run_trial,
     trial_train_config,
+    tuned_seed_names,
     weights_train_config,
 )
 from shoprank.yamlconfig import read_yaml
@@ -203,14 +206,23 @@ def run_search(
     return _tuner(tune_cfg, base, trainable, tune_cfg.name, space, searched).fit()
 
 
-def run_baselines(tune_cfg: TuneConfig, base: TrainConfig, trainable, extra: dict[str, Any] | None = None) -> list:
-    """Equal weights (on ``baseline_seeds`` seeds) and uncertainty weighting on the full budget."""
+def run_baselines(
+    tune_cfg: TuneConfig,
+    base: TrainConfig,
+    trainable,
+    extra: dict[str, Any] | None = None,
+    tuned_weights: dict[str, float] | None = None,
+) -> list:
+    """Equal weights and uncertainty weighting, and the search's chosen weights (``tuned_weights``)
+    again, each on ``baseline_seeds`` seeds and the full budget."""
     from ray import tune
 
-    names = baseline_names(tune_cfg)
+    names = baseline_names(tune_cfg) + (tuned_seed_names(tune_cfg) if tuned_weights else [])
     if not names:
         return []
     space = {BASELINE_KEY: tune.grid_search(names), **(extra or {})}
+    if tuned_weights:
+        space[TUNED_WEIGHTS_KEY] = tuned_weights
     return list(_tuner(tune_cfg, base, trainable, f"{tune_cfg.name}-baselines", space, None).fit())
 
 
@@ -236,22 +248,29 @@ def warm_start_check(init_from: str, base: TrainConfig) -> dict[str, Any]:
     return {"init_from": init_from, "same_split": not differs, "differs": differs}
 
 
-def seed_gains(runs: dict[str, Any], seed_runs: dict[str, Any]) -> dict[str, Any]:
-    """Equal weights' held-out spread over its seeds, and the tuned gain over their mean against it."""
-    out: dict[str, Any] = {"seeds": sorted(seed_runs), "rows": {}}
-    if "tuned" not in runs or not seed_runs:
+def seed_gains(seed_runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each weighting's held-out mean and spread over its seeds (``seed_runs``: kind → run name →
+    scores), and the tuned mean's gain over equal weights' against twice equal weights' spread."""
+    equal, tuned = seed_runs.get("equal", {}), seed_runs.get(TUNED, {})
+    out: dict[str, Any] = {"seeds": sorted(equal), "kinds": {k: sorted(v) for k, v in seed_runs.items()}, "rows": {}}
+    if not tuned or not equal:
         return out
-    keys = ["objective", *sorted({m for r in seed_runs.values() for m in r["test_metrics"]})]
+    keys = ["objective", *sorted({m for runs in seed_runs.values() for r in runs.values() for m in r["test_metrics"]})]
+
+    def value(r: dict[str, Any], key: str) -> float:
+        return r["objective"] if key == "objective" else r["test_metrics"].get(key, float("nan"))
+
     for key in keys:
-        vals = [
-            r["objective"] if key == "objective" else r["test_metrics"].get(key, float("nan"))
-            for r in seed_runs.values()
-        ]
-        mean, std = spread(vals)
-        tuned = (
-            runs["tuned"]["objective"] if key == "objective" else runs["tuned"]["test_metrics"].get(key, float("nan"))
-        )
-        out["rows"][key] = {"mean": mean, "std": std, "gain": tuned - mean, "verdict": verdict(tuned - mean, std)}
+        by_kind = {kind: spread([value(r, key) for r in runs.values()]) for kind, runs in seed_runs.items()}
+        mean, std = by_kind["equal"]
+        gain = by_kind[TUNED][0] - mean
+        out["rows"][key] = {
+            "mean": mean,
+            "std": std,
+            "gain": gain,
+            "verdict": verdict(gain, std),
+            "by_kind": {k: {"mean": m, "std": sd} for k, (m, sd) in by_kind.items()},
+        }
     return out
 
 
@@ -290,7 +309,12 @@ def sweep(
     extra = {"_start_log": start_log} if start_log else {}
 
     grid = run_search(run_cfg, base, trainable, searched, extra)
-    baselines = run_baselines(run_cfg, base, trainable, extra)
+    # Written with the training config's own (relative) paths, so it runs wherever that one does.
+    as_written = parse_config(read_yaml(tune_cfg.train_config, "config"), tune_cfg.train_config)
+    best = grid.get_best_result(metric=OBJECTIVE, mode="max", scope="all")
+    best_cfg = trial_train_config(as_written, tune_cfg, best.config)  # PBT: the weights it ended on
+    tuned_weights = {t: tc.weight for t, tc in best_cfg.tasks.items()}
+    baselines = run_baselines(run_cfg, base, trainable, extra, tuned_weights)
 
     rows = _rows(grid, tasks, front_tasks, base.epochs, "tuned")
     rows += [
@@ -301,8 +325,6 @@ def sweep(
     write_trials(trials, out_dir)
     plot_weights(trials.filter(pl.col("kind") == "tuned"), tasks, out_dir)
 
-    # Written with the training config's own (relative) paths, so it runs wherever that one does.
-    as_written = parse_config(read_yaml(tune_cfg.train_config, "config"), tune_cfg.train_config)
     tuned_rows = [r for r in rows if r["kind"] == "tuned" and not r["error"]]
     front = build_front(
         [_point(r, tasks, front_tasks, as_written, tune_cfg) for r in tuned_rows], front_tasks, base.epochs
@@ -314,21 +336,18 @@ def sweep(
     }
     write_front(front, out_dir)
 
-    best = grid.get_best_result(metric=OBJECTIVE, mode="max", scope="all")
     best_ckpt = best.get_best_checkpoint(OBJECTIVE, "max")
-    best_cfg = trial_train_config(as_written, tune_cfg, best.config)
     best_path = out_dir / "best_config.yaml"
     atomic_write_text(best_path, yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
 
-    runs = {"tuned": held_out(best_ckpt.path, data, tasks, tune_cfg)}
-    seed_runs: dict[str, Any] = {}
+    runs = {TUNED: held_out(best_ckpt.path, data, tasks, tune_cfg)}
+    seed_runs: dict[str, dict[str, Any]] = {TUNED: {TUNED: runs[TUNED]}}
     for r in baselines:
         if r.error is None:
             name = r.config[BASELINE_KEY]
             scored = held_out(r.get_best_checkpoint(OBJECTIVE, "max").path, data, tasks, tune_cfg)
             kind, offset = baseline_seed(name)
-            if kind == "equal":
-                seed_runs[name] = scored
+            seed_runs.setdefault(kind, {})[name] = scored
             if offset == 0:
                 runs[name] = scored
     base_scores = {n: v["objective"] for n, v in runs.items() if n != "tuned"}
@@ -352,7 +371,7 @@ def sweep(
         "margin": margin,
         "runs": runs,
         "objective": tune_cfg.objective.model_dump(),
-        "seed_spread": seed_gains(runs, seed_runs),
+        "seed_spread": seed_gains(seed_runs),
         "compute": compute,
         "warm_start": warm,
     }

@@ -98,14 +98,30 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
 
 
 def seed_lines(seeds: dict[str, Any]) -> list[str]:
-    """Equal weights over its seeds (held out) and each tuned gain against twice their std."""
+    """Each weighting's held-out mean ± std over its seeds, and the tuned mean's gain over equal
+    weights against twice equal weights' std."""
     n = len(seeds["seeds"])
     if n < 2:
         return ["Seed spread not measured (one equal-weights seed): set `baseline_seeds: 3` to judge gains against it."]
-    lines = [f"Seed spread of equal weights on the test split ({n} seed(s): {', '.join(seeds['seeds'])}):", ""]
-    lines += ["| metric | equal mean | equal std | tuned − mean | verdict |", "| --- | --- | --- | --- | --- |"]
+    order = ("equal", "uncertainty", "tuned")
+    kinds = sorted(
+        seeds.get("kinds") or {"equal": seeds["seeds"]},
+        key=lambda k: (k not in order, order.index(k) if k in order else 0, k),
+    )
+    counts = ", ".join(f"{k} {len(seeds['kinds'][k])}" for k in kinds) if seeds.get("kinds") else f"equal {n}"
+    lines = [
+        f"Held-out mean ± std over seeds ({counts}; tuned seed 0 is the search's selected trial, the other"
+        " seeds re-train its final weights):",
+        "",
+        "| metric | " + " | ".join(kinds) + " | tuned − equal | verdict (vs 2 × equal std) |",
+        "| --- " * (len(kinds) + 3) + "|",
+    ]
     for key, r in seeds["rows"].items():
-        lines.append(f"| {key} | {_fmt(r['mean'])} | {_fmt(r['std'])} | {r['gain']:+.4f} | {r['verdict']} |")
+        cells = [
+            f"{_fmt(r['by_kind'][k]['mean'])} ± {_fmt(r['by_kind'][k]['std'])}" if k in r.get("by_kind", {}) else "–"
+            for k in kinds
+        ]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {r['gain']:+.4f} | {r['verdict']} |")
     return lines
 
 

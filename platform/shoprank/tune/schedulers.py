@@ -35,6 +35,7 @@ def build_scheduler(tune_cfg: TuneConfig, max_t: int, searched: list[str]) -> An
             reduction_factor=tune_cfg.asha.reduction_factor,
         )
     if tune_cfg.scheduler == "pbt":
+        seed_pbt(tune_cfg.seed)
         return PopulationBasedTraining(
             time_attr="training_iteration",
             metric=OBJECTIVE,
@@ -47,6 +48,18 @@ def build_scheduler(tune_cfg: TuneConfig, max_t: int, searched: list[str]) -> An
             synch=tune_cfg.pbt.synch,
         )
     return FIFOScheduler()
+
+
+def seed_pbt(seed: int) -> None:
+    """Seed what PBT draws from in the driver: Ray's PBT explores with Python's ``random`` and samples
+    the initial population with NumPy's global generator. With ``pbt.synch`` every exploit happens at
+    the same iteration for all members, so the same seed gives the same weight schedule."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - Ray's samplers read the legacy global generator
 
 
 def build_search_alg(tune_cfg: TuneConfig) -> Any:

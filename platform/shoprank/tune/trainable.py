@@ -23,14 +23,21 @@ from shoprank.tune.schedulers import score_key
 from shoprank.tune.space import weights_from_params
 
 BASELINE_KEY = "baseline"
+TUNED_WEIGHTS_KEY = "_tuned_weights"  # the search's chosen weights, re-trained on more seeds ("tuned~k")
+TUNED = "tuned"
 SEED_SEP = "~"  # "equal~1": equal weights on seed + 1
 FREEZE_ALL = 12  # ModelConfig.freeze_layers' maximum: the embeddings and every layer frozen
 
 
 def baseline_names(tune_cfg: TuneConfig) -> list[str]:
-    """The baseline runs: each of ``baselines``, plus equal weights on ``baseline_seeds - 1`` more seeds."""
-    extra = [f"equal{SEED_SEP}{k}" for k in range(1, tune_cfg.baseline_seeds)] if "equal" in tune_cfg.baselines else []
+    """The baseline runs: each of ``baselines``, then each again on ``baseline_seeds - 1`` more seeds."""
+    extra = [f"{b}{SEED_SEP}{k}" for k in range(1, tune_cfg.baseline_seeds) for b in tune_cfg.baselines]
     return [*tune_cfg.baselines, *extra]
+
+
+def tuned_seed_names(tune_cfg: TuneConfig) -> list[str]:
+    """The chosen weights on seeds 1 .. ``baseline_seeds - 1`` (seed 0 is the search's own best trial)."""
+    return [f"{TUNED}{SEED_SEP}{k}" for k in range(1, tune_cfg.baseline_seeds)]
 
 
 def baseline_seed(name: str) -> tuple[str, int]:
@@ -56,14 +63,16 @@ def weights_train_config(base: TrainConfig, tune_cfg: TuneConfig, weights: dict[
 
 
 def trial_train_config(base: TrainConfig, tune_cfg: TuneConfig, params: dict[str, Any]) -> TrainConfig:
-    """The training config one trial runs: searched weights, or a baseline's weighting (and seed);
+    """The training config one trial runs: searched weights, a baseline's weighting, or the chosen
+    weights again (``tuned~k``), each on its seed;
     with the sweep's warm start (``init_from``) and frozen encoder when it asks for them."""
     baseline = params.get(BASELINE_KEY)
     if baseline:
         kind, offset = baseline_seed(str(baseline))
         update = _sweep_update(base, tune_cfg)
-        update["tasks"] = _with_weights(base, dict.fromkeys(base.tasks, 1.0))
-        update["weighting"] = "fixed" if kind == "equal" else "uncertainty"
+        weights = params[TUNED_WEIGHTS_KEY] if kind == TUNED else dict.fromkeys(base.tasks, 1.0)
+        update["tasks"] = _with_weights(base, weights)
+        update["weighting"] = "uncertainty" if kind == "uncertainty" else "fixed"
         if offset:
             # another training seed on the same split and validation sample
             update["seed"] = base.seed + offset
