@@ -29,9 +29,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import polars as pl  # noqa: E402
 from shoprank.files import atomic_write_text  # noqa: E402
-from shoprank.tune.compute import spread, verdict  # noqa: E402
+from shoprank.tune.compute import beyond_2sigma, spread, verdict  # noqa: E402
 from shoprank.tune.config import load_tune_config  # noqa: E402
 from shoprank.tune.objective import task_scores  # noqa: E402
+from shoprank.tune.pick import pick_point  # noqa: E402
 from shoprank.tune.schedulers import score_key  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,9 +63,8 @@ def main() -> int:
 
     tune_cfg = load_tune_config(args.tune_config)
     tasks = tune_cfg.front_tasks()
-    front = json.loads((sweep / "front.json").read_text())
-    trial = picked.read_text().split("# trial ", 1)[1].split(":", 1)[0]
-    point = next(p for p in front["points"] if p["trial"] == trial)
+    point, _ = pick_point(sweep, args.prefer)  # the point `tune pick` wrote
+    trial = point["trial"]
     history = json.loads((out / "history.json").read_text())["history"]
     last = {k: float(v) for k, v in history[-1].items() if isinstance(v, (int, float))}
     again = task_scores(last, tune_cfg.objective, tasks, "val/")
@@ -86,7 +86,7 @@ def main() -> int:
                 "verdict": verdict(delta, std).replace("seed noise", "reproduced"),
             }
         )
-    ok = all(not math.isnan(r["equal std"]) and abs(r["difference"]) <= max(2 * r["equal std"], 1e-9) for r in rows)
+    ok = all(not math.isnan(r["equal std"]) and not beyond_2sigma(r["difference"], r["equal std"]) for r in rows)
     doc = {
         "sweep": str(sweep),
         "prefer": args.prefer,

@@ -49,12 +49,17 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else math.nan
 
 
+def beyond_2sigma(gain: float, std: float) -> bool:
+    """Whether ``gain`` stands out of twice the seed std (identical runs, std 0, are not a gain)."""
+    return abs(gain) > max(2 * std, 1e-9)
+
+
 def verdict(gain: float, std: float) -> str:
     """How a gain over equal weights compares with twice the equal-weights seed std."""
     if math.isnan(gain):
         return "not measured"
     if math.isnan(std):
         return "seed spread not measured (baseline_seeds: 1)"
-    if abs(gain) > max(2 * std, 1e-9):
+    if beyond_2sigma(gain, std):
         return f"beyond 2σ ({2 * std:.4f})"
     return f"within 2σ ({2 * std:.4f}): seed noise"

@@ -97,18 +97,17 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SEED_ORDER = ("equal", "uncertainty", "tuned")  # the columns of the seed table
+
+
 def seed_lines(seeds: dict[str, Any]) -> list[str]:
     """Each weighting's held-out mean ± std over its seeds, and the tuned mean's gain over equal
     weights against twice equal weights' std."""
     n = len(seeds["seeds"])
     if n < 2:
         return ["Seed spread not measured (one equal-weights seed): set `baseline_seeds: 3` to judge gains against it."]
-    order = ("equal", "uncertainty", "tuned")
-    kinds = sorted(
-        seeds.get("kinds") or {"equal": seeds["seeds"]},
-        key=lambda k: (k not in order, order.index(k) if k in order else 0, k),
-    )
-    counts = ", ".join(f"{k} {len(seeds['kinds'][k])}" for k in kinds) if seeds.get("kinds") else f"equal {n}"
+    kinds = [k for k in SEED_ORDER if k in seeds["kinds"]] + sorted(set(seeds["kinds"]) - set(SEED_ORDER))
+    counts = ", ".join(f"{k} {len(seeds['kinds'][k])}" for k in kinds)
     lines = [
         f"Held-out mean ± std over seeds ({counts}; tuned seed 0 is the search's selected trial, the other"
         " seeds re-train its final weights):",
@@ -118,7 +117,7 @@ def seed_lines(seeds: dict[str, Any]) -> list[str]:
     ]
     for key, r in seeds["rows"].items():
         cells = [
-            f"{_fmt(r['by_kind'][k]['mean'])} ± {_fmt(r['by_kind'][k]['std'])}" if k in r.get("by_kind", {}) else "–"
+            f"{_fmt(r['by_kind'][k]['mean'])} ± {_fmt(r['by_kind'][k]['std'])}" if k in r["by_kind"] else "–"
             for k in kinds
         ]
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {r['gain']:+.4f} | {r['verdict']} |")
