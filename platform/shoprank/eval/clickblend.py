@@ -72,7 +72,7 @@ class ClickBlend:
     def scale(self) -> np.ndarray:
         return self.blend.scale
 
-    def _walk(self, counts: ClickCounts, clicks: pl.DataFrame) -> list[tuple[list[str], np.ndarray, str]]:
+    def walk(self, counts: ClickCounts, clicks: pl.DataFrame) -> list[tuple[list[str], np.ndarray, str]]:
         """(candidates, features, clicked item) for every click of ``clicks`` (in time order).
 
         Each click is ranked from the clicks strictly before it: once the clock moves past a
@@ -112,7 +112,7 @@ class ClickBlend:
 
     def fit(self, history: pl.DataFrame, later: pl.DataFrame) -> ClickBlend:
         """Counts from ``history``; weights that rank each click of ``later`` first."""
-        walked = [(c, x, c.index(i)) for c, x, i in self._walk(ClickCounts.of(history), _by_time(later)) if i in c]
+        walked = [(c, x, c.index(i)) for c, x, i in self.walk(ClickCounts.of(history), by_time(later)) if i in c]
         if not walked:
             raise ValueError("no click of the fitting period is among its candidates")
         allx = np.concatenate([x for _, x, _ in walked])
@@ -142,13 +142,13 @@ class ClickBlend:
 
     def rank(self, history: pl.DataFrame, clicks: pl.DataFrame, k: int = 100) -> list[list[str]]:
         """Top-k items for every click of ``clicks`` (in its row order), counts from ``history``."""
-        ordered = _by_time(clicks.with_row_index("__row"))
+        ordered = by_time(clicks.with_row_index("__row"))
         out: list[list[str]] = [[] for _ in range(clicks.height)]
-        walked = self._walk(ClickCounts.of(history), ordered)
+        walked = self.walk(ClickCounts.of(history), ordered)
         for row, (cands, x, _) in zip(ordered["__row"].to_list(), walked, strict=True):
             out[row] = self.blend.rank(cands, x, k)
         return out
 
 
-def _by_time(clicks: pl.DataFrame) -> pl.DataFrame:
+def by_time(clicks: pl.DataFrame) -> pl.DataFrame:
     return clicks.sort("timestamp", maintain_order=True) if "timestamp" in clicks.columns else clicks
