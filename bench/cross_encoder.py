@@ -283,7 +283,7 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"## Best Buy: MAP@5 on the time split's test period ({bb['test_clicks']} test clicks)",
         "",
-        "`learned_blend` is the served ranking's click blend (the 0.8019 of reference_eval.md); `model` "
+        "`learned_blend` is the served ranking's click blend (`learned_blend` of reference_eval.md); `model` "
         "the bi-encoder alone. `fused` = rerank *after* the blend: `w * ce_logit - log(1 + blend rank)`.",
         "",
     ]
