@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -319,6 +320,7 @@ def test_triton_cross_encoder_reranks_like_inprocess(triton, cross_dir, triton_e
     """serving.rerank_backend: triton scores every pair as in process (atol 1e-4) and reranks in the same
     order; a version mismatch and a Triton that is down give the ranker's Triton errors."""
     from shoprank.model.cross_encoder import cross_version, load_cross_encoder
+    from shoprank.serve_app.metrics import triton_failovers
     from shoprank.serving.config import ServingConfig
     from shoprank.serving.rerank import load_reranker
     from shoprank.serving.stages import RankedList, RerankJob
@@ -375,3 +377,5 @@ def test_triton_cross_encoder_reranks_like_inprocess(triton, cross_dir, triton_e
     fallback = load_reranker(down.model_copy(update={"rerank_backend_options": {
         **down.rerank_backend_options, "failover": "inprocess"}}))  # fmt: skip
     assert [it["item_id"] for it in fallback(jobs[:1])[0].items] == [it["item_id"] for it in local[0].items]
+    # the Serve stage holding this reranker reports the failover on shoprank_triton_failovers{stage="rerank"}
+    assert fallback.client.stats.failovers == 1 and triton_failovers(SimpleNamespace(reranker=fallback)) == 1

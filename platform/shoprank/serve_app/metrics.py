@@ -54,7 +54,12 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
 SERIES: dict[str, str] = {n: f"ray_{n}_total" if d[0] == "counter" else f"ray_{n}" for n, d in DEFINITIONS.items()}
 
 # The batched deployments' stage names, as the latency ``stage`` tag names them.
-STAGE_OF = {"QueryIntent": "intent", "CandidateRetriever": "retrieve", "MultiTaskRanker": "rank"}
+STAGE_OF = {
+    "QueryIntent": "intent",
+    "CandidateRetriever": "retrieve",
+    "MultiTaskRanker": "rank",
+    "CrossEncoderReranker": "rerank",
+}
 
 
 class ServeMetrics:
@@ -120,11 +125,16 @@ class ServeMetrics:
 
 
 def triton_failovers(stage: object) -> int | None:
-    """The Triton client's failover count in a ranker stage (``stage.ranker.backend.client.stats``, see
-    :class:`shoprank.serving.triton_backend.TritonBackend`); None for any other stage or backend."""
-    stats = getattr(getattr(getattr(getattr(stage, "ranker", None), "backend", None), "client", None), "stats", None)
-    n = getattr(stats, "failovers", None)
-    return n if isinstance(n, int) else None
+    """The failover count of the Triton client in a stage: the ranker's (``stage.ranker.backend.client``,
+    :class:`shoprank.serving.triton_backend.TritonBackend`) or the cross-encoder's
+    (``stage.reranker.client``, :class:`shoprank.serving.rerank.Reranker`); None for any other stage or backend."""
+    ranker_client = getattr(getattr(getattr(stage, "ranker", None), "backend", None), "client", None)
+    rerank_client = getattr(getattr(stage, "reranker", None), "client", None)
+    for client in (ranker_client, rerank_client):
+        n = getattr(getattr(client, "stats", None), "failovers", None)
+        if isinstance(n, int):
+            return n
+    return None
 
 
 METRICS = ServeMetrics()

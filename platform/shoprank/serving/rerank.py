@@ -103,11 +103,13 @@ class Reranker:
         recipe: TextRecipe = LEGACY_SERVED_PAIR,
         raw: RawFn | None = None,
         backend: str = "inprocess",
+        client: Any = None,
     ) -> None:
         if score not in model.config.tasks:
             raise ValueError(f"rerank_score {score!r}: the cross-encoder has heads {model.config.tasks}")
         self.model, self.version, self.score, self.batch_size = model, version, score, batch_size
         self.recipe, self.raw, self.backend = recipe, raw, backend
+        self.client = client  # the Triton client behind ``raw`` (its ``stats`` count failovers), or None
         self.index_texts = IndexTexts(recipe)
 
     @classmethod
@@ -124,17 +126,18 @@ class Reranker:
         required; ``expected_version`` defaults to this model's version, ``failover`` to ``unavailable``)."""
         model, manifest = load_cross_encoder(directory, device)
         version = cross_version(manifest)
-        raw = None
+        raw, client = None, None
         if backend == "triton":
             from shoprank.triton.client import TritonCrossClient  # imports tritonclient only when chosen
 
             opts = dict(backend_options or {})
             opts.setdefault("expected_version", version)
             failover = opts.setdefault("failover", "unavailable")
-            raw = TritonCrossClient(fallback_model=model if failover == "inprocess" else None, **opts).raw_outputs
+            client = TritonCrossClient(fallback_model=model if failover == "inprocess" else None, **opts)
+            raw = client.raw_outputs
         elif backend != "inprocess":
             raise ValueError(f"unknown rerank backend {backend!r}; available: ['inprocess', 'triton']")
-        return cls(model, version, score, recipe=pair_recipe(manifest), raw=raw, backend=backend)
+        return cls(model, version, score, recipe=pair_recipe(manifest), raw=raw, backend=backend, client=client)
 
     def texts(self, job: RerankJob, n: int) -> list[str]:
         """The pair texts of the job's top ``n`` items, as training rendered them (see :class:`IndexTexts`)."""
