@@ -13,7 +13,7 @@ reference's, checked, so both are measured on the same rows, none of which the t
   counts and user features over the model's ranking, fitted on the training log's newest period) and the
   bi-encoder's own ranking (``model``).
 
-The teacher's figures are quoted from bench/results/cross_encoder.json (same splits, rows and metric code;
+The teacher's figures are quoted from bench/results/cross_encoder_long.json (same splits, rows and metric code;
 the file is named in the report), not recomputed: scoring ~35k pairs takes minutes to an hour on this shared
 CPU. ``--teacher-live`` scores the Home Depot column in this run instead.
 
@@ -107,7 +107,7 @@ def bestbuy(models: dict[str, Any], manifest: dict, log: Any) -> dict[str, Any]:
 
 
 def teacher_quoted(path: Path) -> dict[str, Any]:
-    """The cross-encoder's figures on the same splits and rows, from bench/results/cross_encoder.json: Home
+    """The cross-encoder's figures on the same splits and rows, from bench/results/cross_encoder_long.json: Home
     Depot, the cross-encoder ordering the reference's top N judged items per query (the largest N there: every
     judged item of nearly every query, about 6 each); Best Buy, the cross-encoder reranking after the blend and
     alone over the reference's top N."""
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reference", type=Path, default=REPO / "runs" / "reference" / "model")
     p.add_argument("--student", type=Path, default=REPO / "runs" / "distill" / "model")
-    p.add_argument("--teacher", type=Path, default=REPO / "runs" / "cross" / "model")
-    p.add_argument("--teacher-results", type=Path, default=REPO / "bench" / "results" / "cross_encoder.json")
+    p.add_argument("--teacher", type=Path, default=REPO / "runs" / "cross_long" / "model")
+    p.add_argument("--teacher-results", type=Path, default=REPO / "bench" / "results" / "cross_encoder_long.json")
     p.add_argument("--control", type=Path, default=None, help="the same run without the teacher (a third column)")
     p.add_argument("--teacher-live", action="store_true", help="score the Home Depot teacher column in this run")
     p.add_argument("--threads", type=int, default=2)
