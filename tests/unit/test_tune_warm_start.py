@@ -4,6 +4,7 @@ reach every trial's training config."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -63,13 +64,15 @@ def test_run_training_starts_from_init_from(tmp_path: Path) -> None:
     )
     data = build_task_data(cfg)
     init = MultiTaskModel(cfg.model.model_copy(update={"seed": 7}), data.label_maps)
-    save_checkpoint(init, tmp_path / "init")
+    save_checkpoint(init, tmp_path / "init", trained_tasks=["relevance", "season"])
     saved: dict[str, torch.Tensor] = {}
+    trained: list[str] = []
 
     def report(_metrics: dict, ckpt: str | None) -> None:
         from safetensors.torch import load_file
 
         saved.update(load_file(str(Path(ckpt) / "model.safetensors")))
+        trained.extend(json.loads((Path(ckpt) / "manifest.json").read_text())["trained_tasks"])
 
     train = {t: frame_to_arrays(data.split(t, "train").drop("split")) for t in cfg.tasks}
     warm = cfg.model_copy(update={"init_from": str(tmp_path / "init")})
@@ -79,6 +82,8 @@ def test_run_training_starts_from_init_from(tmp_path: Path) -> None:
     keys = [k for k in saved if k.startswith("encoder.") and ref[k].ndim == 2]
     assert keys and all(torch.allclose(saved[k], ref[k], atol=1e-6) for k in keys)  # lr ~0: still the init weights
     assert not all(torch.allclose(fresh[k], ref[k]) for k in keys)
+    # one step trains one task; the warm start's other trained head stays trained in the manifest
+    assert trained == ["relevance", "season"]
 
 
 def test_init_from_resolves_against_the_config_base(tmp_path: Path) -> None:

@@ -175,10 +175,11 @@ def run_training(
     device = torch.device(ctx.device)
     torch.manual_seed(cfg.seed)
     model = MultiTaskModel(cfg.model, label_maps)
+    init_trained: list[str] = []  # tasks whose heads a warm start brought in trained
     if cfg.init_from and resume_from is None:  # issue 19: warm start (shoprank.train.warm_start)
         from shoprank.train.warm_start import load_init_weights
 
-        load_init_weights(model, cfg.init_from)
+        init_trained = sorted(set(load_init_weights(model, cfg.init_from)) & set(cfg.tasks))
     objective = MultiTaskObjective(model, cfg.weights(), cfg.weighting, cfg.encoder_grads()).to(device)
     optimizer = build_optimizer(objective, cfg)
     progress: dict[str, Any] = {
@@ -189,6 +190,7 @@ def run_training(
         "bad_epochs": 0,
         "history": [],
         "task_steps": {},
+        "init_trained": init_trained,
         "stopped_early": False,
     }
     if resume_from is not None:
@@ -298,7 +300,8 @@ def run_training(
         ckpt_dir = None
         if ctx.rank == 0:
             ckpt_dir = tempfile.mkdtemp(prefix=f"shoprank-epoch{epoch}-")
-            trained = sorted(t for t, n in progress["task_steps"].items() if n > 0)
+            stepped = {t for t, n in progress["task_steps"].items() if n > 0}
+            trained = sorted(stepped | set(progress.get("init_trained", [])))
             if objective.uncertainty is not None:
                 progress["log_vars"] = {f"log_var.{t}": float(p) for t, p in objective.uncertainty.log_vars.items()}
             save_checkpoint(

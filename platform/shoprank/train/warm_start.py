@@ -39,8 +39,9 @@ def check_compatible(model: MultiTaskModel, manifest: dict, source: str) -> None
             )
 
 
-def load_init_weights(model: MultiTaskModel, checkpoint: str | Path) -> None:
-    """Copy ``checkpoint``'s weights into ``model`` (checked against its manifest's checksum)."""
+def load_init_weights(model: MultiTaskModel, checkpoint: str | Path) -> list[str]:
+    """Copy ``checkpoint``'s weights into ``model`` (checked against its manifest's checksum); returns the
+    tasks the checkpoint had trained (their heads arrive trained, whether or not this run samples them)."""
     directory = Path(checkpoint)
     manifest = read_manifest(directory)
     check_compatible(model, manifest, str(directory))
@@ -52,3 +53,4 @@ def load_init_weights(model: MultiTaskModel, checkpoint: str | Path) -> None:
     missing = [k for k in missing if not k.startswith(OPTIONAL_TERMS)]
     if missing or unexpected:
         raise CheckpointError(f"init_from {directory}: missing keys {missing}, unexpected keys {unexpected}")
+    return list(manifest.get("trained_tasks") or [])
