@@ -62,6 +62,26 @@ def wait_serving(proc: subprocess.Popen, port: int, log: Path, timeout_s: float 
             time.sleep(0.5)
 
 
+def serve_on_a_free_port(
+    index: Path, store_dir: Path, log: Path, tries: int = 3
+) -> tuple[subprocess.Popen, SearchClient]:
+    """``start_serve`` + ``wait_serving`` on a free port; again on another port when the one picked was taken
+    before Serve bound it (a free port is only free until someone binds it: the new Ray's own processes
+    pick ports while Serve starts)."""
+    for attempt in range(tries):
+        port, start = free_port(), log.stat().st_size if log.exists() else 0
+        proc = start_serve(index, store_dir, port, log)
+        try:
+            return proc, wait_serving(proc, port, log)
+        except AssertionError:
+            if proc.poll() is None:
+                kill_9(proc)
+            raced = b"Failed to bind to address" in log.read_bytes()[start:]
+            if not raced or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def kill_9(proc: subprocess.Popen) -> None:
     """SIGKILL the serve process's group (the CLI and everything it started that did not leave it)."""
     try:
@@ -92,11 +112,9 @@ def test_kill_9_serve_after_acknowledged_feedback_loses_and_doubles_nothing(tmp_
     cat = small_catalogue()
     index = index_with_model(load_model(None, encoder="tiny")[0], cat, tmp_path / "index", "pretrained-tiny")
     store_dir, log = tmp_path / "store", tmp_path / "serve.log"
-    port = free_port()
-    proc = start_serve(index, store_dir, port, log)
-    restarted = None
+    proc = restarted = None
     try:
-        client = wait_serving(proc, port, log)
+        proc, client = serve_on_a_free_port(index, store_dir, log)
         acked: list[int] = []
         attempted = [0]
         stop = threading.Event()
@@ -126,9 +144,7 @@ def test_kill_9_serve_after_acknowledged_feedback_loses_and_doubles_nothing(tmp_
         assert len(acked) >= 10 and acked == list(range(len(acked)))
         store = running_store(store_dir)
         assert store is not None, "the local store outlives the serve process that started it"
-        port = free_port()
-        restarted = start_serve(index, store_dir, port, log)
-        client = wait_serving(restarted, port, log)
+        restarted, client = serve_on_a_free_port(index, store_dir, log)
         assert running_store(store_dir).url == store.url  # the restarted serve found the same store
         events, clicks = clicks_counted(store.url)
         assert events == clicks and events % BATCH == 0  # every batch whole
