@@ -174,12 +174,15 @@ def _pack(walked: list, mean: np.ndarray | None = None, scale: np.ndarray | None
 
 def _ap5(scores: Any, mask: Any, target: Any) -> np.ndarray:
     """AP@5 of each click (one relevant item): 1 / rank within the top 5, else 0; ties count against."""
+    from shoprank.eval.metrics import average_precision_at_k
+
     s = scores.masked_fill(~mask, -1e9).detach().numpy()
     t = target.numpy()
     out = np.zeros(len(t))
     for n in np.flatnonzero(t >= 0):
-        r = int((s[n] >= s[n, t[n]]).sum()) - 1
-        out[n] = 1.0 / (r + 1) if r < 5 else 0.0
+        pos = np.arange(s.shape[1])
+        ranked = np.lexsort((pos == t[n], -s[n]))  # by score; the clicked item after any it ties with
+        out[n] = average_precision_at_k([t[n]], ranked.tolist(), 5)
     return out
 
 
@@ -220,6 +223,7 @@ def bestbuy(model: Any, manifest: dict, log: Any) -> dict[str, Any]:
     from shoprank.clicks.counts import ClickCounts
     from shoprank.clicks.text import compact_query
     from shoprank.data.sources.common import normalize_query
+    from shoprank.eval import metrics as M
     from shoprank.eval.baselines import QueryLookup
     from shoprank.eval.clickblend import ClickBlend, by_time
     from shoprank.eval.runner import catalogue_items, click_log_split, fit_periods, month_ranker
@@ -254,7 +258,7 @@ def bestbuy(model: Any, manifest: dict, log: Any) -> dict[str, Any]:
     ceiling = QueryLookup(test["query"].to_list(), test["item_id"].to_list())
     items_of = test["item_id"].to_list()
     ap["ceiling"] = np.array([
-        next((1.0 / (r + 1) for r, i in enumerate(ceiling.rank(q, 5)) if i == it), 0.0)
+        M.average_precision_at_k([it], ceiling.rank(q, 5), 5)
         for q, it in zip(test["query"].to_list(), items_of, strict=True)
     ])  # fmt: skip
     seen = {compact_query(q) for q in train["query"].to_list()}
